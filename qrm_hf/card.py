@@ -1,0 +1,94 @@
+"""The model card of a saved reward model: `model_card.md` rendered with Hub metadata from `ModelCardData`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+DATASET_ID = "google-research-datasets/google_wellformed_query"
+TEMPLATE_CANDIDATES = (
+    Path(__file__).resolve().parents[1] / "model_card.md",  # a source checkout
+    Path(__file__).resolve().with_name("model_card.md"),  # an installed wheel
+)
+# Metrics the Hub's model-index shows, with their `evaluate` type names.
+INDEXED_METRICS = {
+    "mse": "mse",
+    "mae": "mae",
+    "pearson": "pearsonr",
+    "spearman": "spearmanr",
+    "accuracy": "accuracy",
+    "f1": "f1",
+}
+
+
+def template_path() -> Path:
+    for candidate in TEMPLATE_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"model_card.md template not found in {[str(c) for c in TEMPLATE_CANDIDATES]}")
+
+
+def card_data(model_name: str, base_model: str | None, test_metrics: dict[str, Any]) -> ModelCardData:
+    """Hub metadata: license, base model, dataset, tags, pipeline tag and a model-index of test metrics."""
+    results = [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Query wellformedness (regression)",
+            dataset_type=DATASET_ID,
+            dataset_name="Query wellformedness",
+            dataset_split="test",
+            metric_type=metric_type,
+            metric_name=name,
+            metric_value=test_metrics[name],
+        )
+        for name, metric_type in INDEXED_METRICS.items()
+        if isinstance(test_metrics.get(name), (int, float))
+    ]
+    return ModelCardData(
+        model_name=model_name,
+        license="cc-by-sa-4.0",
+        base_model=base_model,
+        datasets=[DATASET_ID],
+        language=["en"],
+        tags=["reward-model", "regression", "query-wellformedness", "qrm_hf"],
+        pipeline_tag="text-classification",
+        library_name="transformers",
+        eval_results=results or None,
+    )
+
+
+def write_model_card(
+    folder: Path,
+    *,
+    model_name: str,
+    base_model: str | None,
+    repo_id: str,
+    test_metrics: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    best_value: float,
+    n_trials: int,
+    sampler: str,
+    max_length: int,
+) -> ModelCard:
+    """Render the card into `folder/README.md` and return it."""
+    card = ModelCard.from_template(
+        card_data(model_name, base_model, test_metrics),
+        template_path=str(template_path()),
+        model_name=model_name,
+        base_model=base_model or "an encoder",
+        repo_id=repo_id,
+        test_metrics=test_metrics,
+        test_size=test_metrics.get("n", "the"),
+        hyperparameters=hyperparameters,
+        best_value=best_value,
+        n_trials=n_trials,
+        sampler=sampler,
+        max_length=max_length,
+    )
+    card.save(folder / "README.md")
+    return card
+
+
+__all__ = ["card_data", "template_path", "write_model_card"]

@@ -1,0 +1,159 @@
+"""Query-wellformedness data: load the official splits, validate every row, tokenize once, batch.
+
+Two sources: a Hub dataset id (columns `content`, `rating`; splits train/validation/test) or a local folder
+holding the original `train.tsv`, `dev.tsv`, `test.tsv` (`query<TAB>score`, no header).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedTokenizerBase
+
+DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
+SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+HUB_COLUMNS = {"content": "query", "rating": "score"}
+
+
+class DataFormatError(ValueError):
+    """A data row or file that cannot be used; the message names the file (or split) and line."""
+
+
+def parse_row(query: str, score_text: str, where: str) -> tuple[str, float]:
+    """Validate one row: a non-empty query and a score in [0, 1]. `where` names the row in errors."""
+    if not query.strip():
+        raise DataFormatError(f"{where}: empty query")
+    try:
+        score = float(score_text)
+    except (TypeError, ValueError):
+        raise DataFormatError(f"{where}: score {score_text!r} is not a number") from None
+    if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+        raise DataFormatError(f"{where}: score {score} is outside [0, 1]")
+    return query, score
+
+
+def read_tsv(path: str | os.PathLike) -> dict[str, list]:
+    """Read a `query<TAB>score` file, failing on the first malformed line with its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found (expected `query<TAB>score` lines)")
+    queries: list[str] = []
+    scores: list[float] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) != 2:
+                raise DataFormatError(
+                    f"{path}:{number}: expected 2 tab-separated columns (query, score), found {len(fields)}"
+                )
+            query, score = parse_row(fields[0], fields[1], f"{path}:{number}")
+            queries.append(query)
+            scores.append(score)
+    if not queries:
+        raise DataFormatError(f"{path}: no rows")
+    return {"query": queries, "score": scores}
+
+
+def _load_folder(folder: Path) -> DatasetDict:
+    return DatasetDict({split: Dataset.from_dict(read_tsv(folder / name)) for split, name in SPLIT_FILES.items()})
+
+
+def _load_hub(dataset_id: str) -> DatasetDict:
+    from datasets import load_dataset
+
+    raw = load_dataset(dataset_id)
+    splits = {}
+    for split, hub_split in HUB_SPLITS.items():
+        if hub_split not in raw:
+            raise DataFormatError(f"{dataset_id}: no '{hub_split}' split (has {sorted(raw)})")
+        table = raw[hub_split].rename_columns(HUB_COLUMNS)
+        for index, (query, score) in enumerate(zip(table["query"], table["score"], strict=True)):
+            parse_row(query, score, f"{dataset_id} [{hub_split}] row {index}")
+        splits[split] = table.select_columns(["query", "score"])
+    return DatasetDict(splits)
+
+
+def load_splits(
+    source: str = DEFAULT_DATASET,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    max_test_samples: int | None = None,
+) -> DatasetDict:
+    """Load `train`, `dev` and `test` with columns `query` (str) and `score` (float).
+
+    `source` is a folder with train.tsv/dev.tsv/test.tsv or a Hub dataset id. The `max_*` arguments keep
+    the first N rows of a split (for quick runs), as transformers' example scripts do.
+    """
+    folder = Path(source).expanduser()
+    splits = _load_folder(folder) if folder.is_dir() else _load_hub(source)
+    limits = {"train": max_train_samples, "dev": max_eval_samples, "test": max_test_samples}
+    for split, limit in limits.items():
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f"max_{'eval' if split == 'dev' else split}_samples must be >= 1, got {limit}")
+            splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
+    return splits
+
+
+def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> DatasetDict:
+    """Tokenize every split once, truncating at `max_length` (the largest any trial uses), without padding.
+
+    Each row gets `input_ids`, `attention_mask` and a float `labels`; the collator then cuts a batch to the
+    trial's own max_length and pads it to its longest row.
+    """
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["query"], truncation=True, max_length=max_length, return_token_type_ids=False)
+        encoded["labels"] = [float(score) for score in batch["score"]]
+        return encoded
+
+    return splits.map(encode, batched=True, remove_columns=["score"], desc="Tokenizing")
+
+
+@dataclass
+class QueryCollator:
+    """Cut each row to `max_length` tokens (keeping its final special token) and pad to the batch's longest.
+
+    `max_length` is mutable on purpose: one tokenized dataset serves every trial of a search, and the
+    trainer sets the trial's value here.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int = 128
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        special_ids = set(self.tokenizer.all_special_ids)
+        rows = []
+        for feature in features:
+            input_ids = list(feature["input_ids"])
+            if len(input_ids) > self.max_length:
+                keep_last = input_ids[-1] in special_ids
+                input_ids = input_ids[: self.max_length - keep_last] + input_ids[-1:] * keep_last
+            row = {"input_ids": input_ids, "attention_mask": [1] * len(input_ids)}
+            rows.append(row)
+        batch = self.tokenizer.pad(
+            rows, padding="longest", pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
+        )
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([float(feature["labels"]) for feature in features], dtype=torch.float32)
+        return dict(batch)
+
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "DataFormatError",
+    "QueryCollator",
+    "load_splits",
+    "parse_row",
+    "read_tsv",
+    "tokenize_splits",
+]

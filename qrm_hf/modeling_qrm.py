@@ -1,0 +1,141 @@
+"""The query reward model: a pretrained encoder, a pooling step and an MLP regression head.
+
+Self-contained (it imports only torch, transformers and its own config) so that a saved folder loads with
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` where qrm_hf is not installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_qrm import QueryRewardConfig
+
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+@dataclass
+class QueryRewardOutput(ModelOutput):
+    """Output of [`QueryRewardModel`].
+
+    `logits` has shape `(batch, 1)` as transformers' pipelines expect; `scores` is the same values flattened
+    to `(batch,)`. Both are raw head outputs: a well-trained model keeps them near [0, 1] but nothing clamps them.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+
+class RegressionHead(nn.Module):
+    """Dropout, then `num_hidden_layers` x (Linear -> [LayerNorm] -> activation -> Dropout), then Linear -> 1."""
+
+    def __init__(self, config: QueryRewardConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Dropout(config.dropout)]
+        width_in = config.encoder.hidden_size
+        for width in config.head_widths():
+            layers.append(nn.Linear(width_in, width))
+            if config.use_layer_norm:
+                layers.append(nn.LayerNorm(width))
+            layers.append(_ACTIVATIONS[config.activation]())
+            layers.append(nn.Dropout(config.dropout))
+            width_in = width
+        layers.append(nn.Linear(width_in, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.layers(pooled)
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """Reduce `(batch, seq, hidden)` to `(batch, hidden)`: first token, or mean over real (unpadded) tokens."""
+    if pooling == "cls" or attention_mask is None:
+        return hidden_states[:, 0] if pooling == "cls" else hidden_states.mean(dim=1)
+    mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class QueryRewardModel(PreTrainedModel):
+    """Scores how well-formed a search query is: encoder -> pooling -> MLP head -> one float.
+
+    Example:
+        >>> model = QueryRewardModel.from_pretrained("path/or/hub-id")  # doctest: +SKIP
+        >>> out = model(**tokenizer(["how do owls hunt ?"], return_tensors="pt"))  # doctest: +SKIP
+        >>> out.scores  # doctest: +SKIP
+    """
+
+    config_class = QueryRewardConfig
+    base_model_prefix = "query_reward"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def __init__(self, config: QueryRewardConfig) -> None:
+        super().__init__(config)
+        self.encoder = AutoModel.from_config(config.encoder)
+        self.head = RegressionHead(config)
+        self.post_init()
+
+    @classmethod
+    def from_encoder(cls, encoder: PreTrainedModel, **head_kwargs) -> QueryRewardModel:
+        """A new reward model around a copy of `encoder`'s weights, with a freshly initialised head.
+
+        Example:
+            >>> encoder = AutoModel.from_pretrained("answerdotai/ModernBERT-base")  # doctest: +SKIP
+            >>> model = QueryRewardModel.from_encoder(encoder, num_hidden_layers=2, activation="relu")  # doctest: +SKIP
+        """
+        config = cls.config_class(encoder=encoder.config.to_dict(), **head_kwargs)
+        model = cls(config)
+        model.encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the head is ours to initialise; the encoder was initialised by its own class (or is loaded).
+        if isinstance(module, RegressionHead):
+            std = getattr(self.config.encoder, "initializer_range", 0.02)
+            for layer in module.layers:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, mean=0.0, std=std)
+                    nn.init.zeros_(layer.bias)
+                elif isinstance(layer, nn.LayerNorm):
+                    nn.init.ones_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> QueryRewardOutput:
+        """Score a batch; with `labels` (target scores in [0, 1]) also return the MSE loss.
+
+        `token_type_ids` is accepted for tokenizers that emit it and ignored: a query is one segment.
+        """
+        encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
+        pooled = pool(encoded.last_hidden_state, attention_mask, self.config.pooling)
+        logits = self.head(pooled)
+        scores = logits.squeeze(-1)
+        loss = None
+        if labels is not None:
+            # In float32 even under bf16 autocast: the targets are fifths and the loss is small.
+            loss = nn.functional.mse_loss(scores.float(), labels.float().view(-1))
+        return QueryRewardOutput(loss=loss, logits=logits, scores=scores)
+
+
+__all__ = ["QueryRewardModel", "QueryRewardOutput", "RegressionHead"]

@@ -1,0 +1,194 @@
+"""The hyperparameter search space, read from YAML and turned into Optuna suggestions.
+
+Each entry of `search_space:` is either a distribution, e.g.
+
+    dropout: {type: float, low: 0.0, high: 0.5, step: 0.05}
+    learning_rate: {type: float, low: 1.0e-6, high: 1.0e-4, log: true}
+    activation: {type: categorical, choices: [relu, gelu, tanh, leaky_relu]}
+
+or a plain value, which fixes the parameter without searching it (`pooling: mean`). Parameters of the head
+go to the model's config; the others are `TrainingArguments` fields (a few under the seed's names).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import optuna
+
+from .training_args import QRMTrainingArguments
+
+MODEL_PARAMETERS = ("dropout", "num_hidden_layers", "hidden_dim_ratio", "activation", "use_layer_norm", "pooling")
+
+# The seed's names for TrainingArguments fields.
+TRAINING_ALIASES = {
+    "batch_size": "per_device_train_batch_size",
+    "num_epochs": "num_train_epochs",
+    "warmup_ratio": "warmup_steps",
+    "scheduler": "lr_scheduler_type",
+}
+TRAINING_FIELDS = frozenset(f.name for f in fields(QRMTrainingArguments))
+TYPES = ("float", "int", "categorical")
+
+
+class SearchSpaceError(ValueError):
+    """A search-space entry that cannot be searched; the message names the key and what would be valid."""
+
+
+def _is_multiple(span: float, step: float) -> bool:
+    ratio = span / step
+    return math.isclose(ratio, round(ratio), rel_tol=0.0, abs_tol=1e-9)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One searched parameter and its Optuna distribution."""
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    @classmethod
+    def from_yaml(cls, name: str, raw: dict[str, Any]) -> Parameter:
+        where = f"search_space.{name}"
+        allowed = {"type", "low", "high", "step", "log", "choices"}
+        unknown = set(raw) - allowed
+        if unknown:
+            raise SearchSpaceError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        kind = raw.get("type")
+        if kind not in TYPES:
+            raise SearchSpaceError(f"{where}.type must be one of {TYPES}, got {kind!r}")
+        if kind == "categorical":
+            choices = raw.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise SearchSpaceError(f"{where}.choices must be a non-empty list, got {choices!r}")
+            if set(raw) - {"type", "choices"}:
+                raise SearchSpaceError(f"{where}: a categorical parameter takes only `choices`")
+            return cls(name=name, type=kind, choices=tuple(choices))
+        if "low" not in raw or "high" not in raw:
+            raise SearchSpaceError(f"{where}: a {kind} parameter needs `low` and `high`")
+        low, high, step, log = raw["low"], raw["high"], raw.get("step"), bool(raw.get("log", False))
+        for key, value in (("low", low), ("high", high), ("step", step)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise SearchSpaceError(f"{where}.{key} must be a number, got {value!r}")
+        if kind == "int" and any(v is not None and float(v) != int(v) for v in (low, high, step)):
+            raise SearchSpaceError(f"{where}: an int parameter needs whole-number low, high and step")
+        if low > high:
+            raise SearchSpaceError(f"{where}: low ({low}) > high ({high})")
+        if log and low <= 0:
+            raise SearchSpaceError(f"{where}: a log range needs low > 0, got low={low}")
+        if log and step is not None:
+            raise SearchSpaceError(f"{where}: `log` and `step` cannot be combined")
+        if step is not None:
+            if step <= 0:
+                raise SearchSpaceError(f"{where}.step must be > 0, got {step}")
+            if not _is_multiple(high - low, step):
+                raise SearchSpaceError(f"{where}: step {step} does not divide the range [{low}, {high}]")
+        return cls(name=name, type=kind, low=low, high=high, step=step, log=log)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def grid(self) -> list:
+        """Every value of a finite parameter, for grid search."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "float" and self.step is None:
+            raise SearchSpaceError(f"search_space.{self.name}: grid search needs a `step` on every float parameter")
+        step = self.step or 1
+        count = round((self.high - self.low) / step) + 1
+        values = [self.low + i * step for i in range(count)]
+        return [int(v) for v in values] if self.type == "int" else [round(v, 12) for v in values]
+
+    def largest(self) -> Any:
+        return max(self.choices) if self.type == "categorical" else self.high
+
+
+def _target(name: str) -> str:
+    if name in MODEL_PARAMETERS:
+        return "model"
+    if TRAINING_ALIASES.get(name, name) in TRAINING_FIELDS:
+        return "training"
+    known = sorted(set(MODEL_PARAMETERS) | set(TRAINING_ALIASES))
+    raise SearchSpaceError(
+        f"search_space.{name}: unknown parameter; use a head parameter or a TrainingArguments field "
+        f"(e.g. {', '.join(known)})"
+    )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Searched parameters and fixed values, split into the model's and the Trainer's.
+
+    Example:
+        >>> space = SearchSpace.from_dict({"dropout": {"type": "float", "low": 0, "high": 0.5, "step": 0.05},
+        ...                                "batch_size": {"type": "categorical", "choices": [16, 32]}})
+        >>> space.training_arguments({"batch_size": 32})
+        {'per_device_train_batch_size': 32}
+    """
+
+    parameters: tuple[Parameter, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> SearchSpace:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise SearchSpaceError(f"search_space must be a mapping of parameter names, got {type(raw).__name__}")
+        parameters, fixed = [], {}
+        for name, spec in raw.items():
+            _target(name)
+            if isinstance(spec, dict):
+                parameters.append(Parameter.from_yaml(name, spec))
+            else:
+                fixed[name] = spec
+        if not parameters:
+            raise SearchSpaceError("search_space: nothing to search (every entry is a fixed value)")
+        return cls(parameters=tuple(parameters), fixed=fixed)
+
+    @property
+    def names(self) -> list[str]:
+        return [parameter.name for parameter in self.parameters]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Suggest every searched parameter. Optuna returns the stored value when a name is asked again."""
+        return {parameter.name: parameter.suggest(trial) for parameter in self.parameters}
+
+    def values(self, trial: optuna.Trial | None) -> dict[str, Any]:
+        """The trial's searched values merged with the fixed ones (fixed ones only, without a trial)."""
+        searched = self.suggest(trial) if trial is not None else {}
+        return {**self.fixed, **searched}
+
+    @staticmethod
+    def model_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+        return {name: value for name, value in values.items() if _target(name) == "model"}
+
+    @staticmethod
+    def training_arguments(values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            TRAINING_ALIASES.get(name, name): value for name, value in values.items() if _target(name) == "training"
+        }
+
+    def largest(self, name: str, default: Any) -> Any:
+        """The largest value `name` can take in this space (to tokenize once for every trial)."""
+        for parameter in self.parameters:
+            if parameter.name == name:
+                return parameter.largest()
+        return self.fixed.get(name, default)
+
+    def grid(self) -> dict[str, list]:
+        return {parameter.name: parameter.grid() for parameter in self.parameters}
+
+
+__all__ = ["MODEL_PARAMETERS", "Parameter", "SearchSpace", "SearchSpaceError", "TRAINING_ALIASES"]

@@ -1,0 +1,128 @@
+"""The Trainer of the query reward model: stock Trainer, with the head on its own learning rate."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerState
+
+from .training_args import QRMTrainingArguments
+
+HEAD_PREFIX = "head."
+
+
+class QRMTrainer(Trainer):
+    """Trainer whose optimizer has four groups: encoder/head x decay/no-decay.
+
+    The encoder trains at `learning_rate`, the head at `learning_rate * head_lr_multiplier`; biases and
+    normalisation weights get no weight decay in either. Optimizer class, betas, scheduler, clipping and
+    mixed precision all stay stock Trainer behaviour.
+    """
+
+    args: QRMTrainingArguments
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            opt_model = self.model if model is None else model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            groups = self.parameter_groups(opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups, each named, with its own `lr` and `weight_decay`."""
+        decay_names = set(self.get_decay_parameter_names(model))
+        head_lr = self.args.learning_rate * self.args.head_lr_multiplier
+        groups: dict[tuple[str, bool], dict[str, Any]] = {}
+        for name, parameter in model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            part = "head" if name.startswith(HEAD_PREFIX) else "encoder"
+            decays = name in decay_names
+            group = groups.setdefault(
+                (part, decays),
+                {
+                    "name": f"{part}{'' if decays else '_no_decay'}",
+                    "params": [],
+                    "lr": head_lr if part == "head" else self.args.learning_rate,
+                    "weight_decay": self.args.weight_decay if decays else 0.0,
+                },
+            )
+            group["params"].append(parameter)
+        return list(groups.values())
+
+    def train(self, *args: Any, trial: Any = None, **kwargs: Any):
+        """Stock training; in a hyperparameter search the trial's objective becomes its best validation MSE
+        (transformers keeps the last evaluation's) and the trial records how its training went."""
+        import optuna
+
+        try:
+            output = super().train(*args, trial=trial, **kwargs)
+        except optuna.TrialPruned:
+            self._record_trial(trial, pruned=True)
+            raise
+        if self.hp_search_backend is not None:
+            self.objective = best_validation_mse(self.state.log_history)
+            self._record_trial(trial, pruned=False, metrics=output.metrics)
+        return output
+
+    def _record_trial(self, trial: Any, pruned: bool, metrics: dict | None = None) -> None:
+        import optuna
+
+        if not isinstance(trial, optuna.Trial) or not self.is_world_process_zero():
+            return
+        for key, value in training_summary(self.state, self.args, pruned, metrics or {}).items():
+            trial.set_user_attr(key, value)
+
+    def _hp_search_setup(self, trial: Any) -> None:
+        # Transformers applies a trial's values to `self.args` here; the collator must follow max_length.
+        super()._hp_search_setup(trial)
+        if hasattr(self.data_collator, "max_length"):
+            self.data_collator.max_length = self.args.max_length
+
+
+class PerTrialEarlyStopping(EarlyStoppingCallback):
+    """EarlyStoppingCallback that starts each training run afresh.
+
+    The stock callback keeps its patience counter across `train()` calls, so in a hyperparameter search a
+    trial would inherit the previous trial's failures to improve.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.early_stopping_patience_counter = 0
+        if args.metric_for_best_model is None:
+            raise ValueError("early stopping needs metric_for_best_model (e.g. 'mse')")
+
+
+def best_validation_mse(log_history: list[dict[str, Any]]) -> float:
+    """Lowest `eval_mse` of a training run: a trial's objective is its best epoch, not its last."""
+    values = [entry["eval_mse"] for entry in log_history if "eval_mse" in entry]
+    finite = [value for value in values if math.isfinite(value)]
+    return min(finite) if finite else math.inf
+
+
+def best_epoch(log_history: list[dict[str, Any]]) -> float | None:
+    """The epoch at which `eval_mse` was lowest (the first, on ties)."""
+    evaluations = [entry for entry in log_history if "eval_mse" in entry and math.isfinite(entry["eval_mse"])]
+    if not evaluations:
+        return None
+    return min(evaluations, key=lambda entry: entry["eval_mse"])["epoch"]
+
+
+def training_summary(state: TrainerState, args: QRMTrainingArguments, pruned: bool, metrics: dict) -> dict:
+    """What a trial records about its training, for the study's user attributes."""
+    epochs_run = round(state.epoch or 0.0, 4)
+    return {
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch(state.log_history),
+        "stopped_early": (not pruned) and epochs_run < args.num_train_epochs - 1e-6,
+        "pruned": pruned,
+        "optimizer_steps": state.global_step,
+        "train_seconds": metrics.get("train_runtime"),
+        "train_samples_per_second": metrics.get("train_samples_per_second"),
+    }
+
+
+__all__ = ["PerTrialEarlyStopping", "QRMTrainer", "best_epoch", "best_validation_mse", "training_summary"]

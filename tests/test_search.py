@@ -1,0 +1,112 @@
+"""A real study through Trainer.hyperparameter_search on the tiny model and real data rows."""
+
+import json
+import logging
+
+import optuna
+import pytest
+import transformers
+from optuna.trial import TrialState
+from transformers import AutoModel, AutoTokenizer
+
+from qrm_hf.data import load_splits, tokenize_splits
+from qrm_hf.run_config import RunConfig
+from qrm_hf.search import open_study, run_search, write_history
+from qrm_hf.search_space import SearchSpace
+
+SPACE = {
+    "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+    "num_hidden_layers": {"type": "int", "low": 1, "high": 2},
+    "activation": {"type": "categorical", "choices": ["relu", "gelu"]},
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+    "head_lr_multiplier": {"type": "float", "low": 1.0, "high": 11.0, "step": 5.0},
+    "batch_size": {"type": "categorical", "choices": [16, 32]},
+    "max_length": {"type": "categorical", "choices": [16, 32]},
+    "num_epochs": {"type": "int", "low": 1, "high": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def prepared(data_dir, tiny_encoder_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    splits = load_splits(str(data_dir), max_train_samples=96, max_eval_samples=48, max_test_samples=48)
+    return tokenizer, tokenize_splits(splits, tokenizer, 32), AutoModel.from_pretrained(tiny_encoder_dir)
+
+
+def search(prepared, tmp_path, tiny_encoder_dir, **overrides):
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(
+        model=str(tiny_encoder_dir), output_dir=str(tmp_path), search_space=SPACE, **{"n_trials": 3, **overrides}
+    )
+    space = SearchSpace.from_dict(SPACE)
+    return config, space, run_search(config, space, tokenized, tokenizer, encoder)
+
+
+def test_study_runs_through_hyperparameter_search_and_resumes(prepared, tmp_path, tiny_encoder_dir, caplog):
+    transformers.utils.logging.enable_propagation()
+    with caplog.at_level(logging.WARNING):
+        config, space, study = search(prepared, tmp_path, tiny_encoder_dir)
+    assert "no corresponding field" not in caplog.text
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for trial in trials:
+        # The objective is the best epoch's validation MSE, reported after every epoch.
+        assert trial.value == pytest.approx(min(trial.intermediate_values.values()))
+        assert len(trial.intermediate_values) == trial.user_attrs["epochs_run"]
+        assert trial.user_attrs["best_epoch"] >= 1
+
+    history = write_history(study, space, config.run_dir / "optimization_history.json")
+    saved = json.loads((config.run_dir / "optimization_history.json").read_text())
+    assert {"best_params", "best_value", "n_trials", "optimization_history"} <= set(saved)
+    assert saved == json.loads(json.dumps(history))
+    assert saved["best_value"] == min(t.value for t in trials)
+    assert saved["n_trials"] == 3
+    assert [entry["trial"] for entry in saved["optimization_history"]] == [0, 1, 2]
+    assert (config.run_dir / "study.db").is_file()
+
+    # Same command with a higher target: only the missing trial runs.
+    started = {t.number: t.datetime_start for t in trials}
+    _, _, study = search(prepared, tmp_path, tiny_encoder_dir, n_trials=4)
+    after = study.get_trials(states=(TrialState.COMPLETE,))
+    assert [t.number for t in after] == [0, 1, 2, 3]
+    assert {t.number: t.datetime_start for t in after if t.number < 3} == started
+
+    # A study that already holds its target is not searched again.
+    _, _, study = search(prepared, tmp_path, tiny_encoder_dir, n_trials=2)
+    assert len(study.trials) == 4
+
+    # --force starts a new study.
+    _, _, study = search(prepared, tmp_path, tiny_encoder_dir, n_trials=1, force=True)
+    assert [t.number for t in study.trials] == [0]
+
+
+def test_identical_parameters_give_identical_trials(prepared, tmp_path, tiny_encoder_dir):
+    """Each trial builds its model after the seed is set, so a trial is reproducible."""
+    config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), search_space=SPACE, n_trials=2)
+    space = SearchSpace.from_dict(SPACE)
+    params = {
+        "dropout": 0.1,
+        "num_hidden_layers": 2,
+        "activation": "gelu",
+        "learning_rate": 5e-4,
+        "head_lr_multiplier": 6.0,
+        "batch_size": 16,
+        "max_length": 16,
+        "num_epochs": 2,
+    }
+    study = open_study(config, space)
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)
+    tokenizer, tokenized, encoder = prepared
+    study = run_search(config, space, tokenized, tokenizer, encoder)
+    first, second = study.get_trials(states=(TrialState.COMPLETE,))
+    assert first.params == second.params == params
+    assert first.value == second.value
+    assert first.intermediate_values == second.intermediate_values
+
+
+def test_grid_and_random_samplers_by_name(prepared, tmp_path, tiny_encoder_dir):
+    config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), search_space=SPACE, sampler="random")
+    study = open_study(config, SearchSpace.from_dict(SPACE))
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    assert isinstance(study.pruner, optuna.pruners.NopPruner)

@@ -1,0 +1,80 @@
+import pytest
+from transformers import TrainerControl, TrainerState
+
+from qrm_hf import QRMTrainer, QRMTrainingArguments
+from qrm_hf.trainer import PerTrialEarlyStopping, best_epoch, best_validation_mse
+
+
+def optimizer_groups(model, tmp_path, **arguments):
+    args = QRMTrainingArguments(output_dir=str(tmp_path), report_to="none", **arguments)
+    trainer = QRMTrainer(model=model, args=args)
+    return {group["name"]: group for group in trainer.create_optimizer().param_groups}, model
+
+
+def test_head_trains_at_its_own_learning_rate(make_tiny_model, tmp_path):
+    groups, _ = optimizer_groups(
+        make_tiny_model(num_hidden_layers=2), tmp_path, learning_rate=2e-5, head_lr_multiplier=11.0, weight_decay=0.05
+    )
+    assert groups["encoder"]["lr"] == pytest.approx(2e-5)
+    assert groups["encoder_no_decay"]["lr"] == pytest.approx(2e-5)
+    assert groups["head"]["lr"] == pytest.approx(2.2e-4)
+    assert groups["head_no_decay"]["lr"] == pytest.approx(2.2e-4)
+    assert groups["encoder"]["weight_decay"] == groups["head"]["weight_decay"] == 0.05
+    assert groups["encoder_no_decay"]["weight_decay"] == groups["head_no_decay"]["weight_decay"] == 0.0
+
+
+def test_biases_and_norms_skip_weight_decay_and_every_parameter_is_optimized(make_tiny_model, tmp_path):
+    groups, model = optimizer_groups(
+        make_tiny_model(num_hidden_layers=2, use_layer_norm=True), tmp_path, weight_decay=0.1
+    )
+    names = {id(p): n for n, p in model.named_parameters()}
+    grouped = {name: [names[id(p)] for p in group["params"]] for name, group in groups.items()}
+    assert all(n.startswith("head.") for n in grouped["head"] + grouped["head_no_decay"])
+    assert not any(n.startswith("head.") for n in grouped["encoder"] + grouped["encoder_no_decay"])
+    # Head: Linear biases and LayerNorm weights/biases are not decayed; Linear weights are.
+    assert set(grouped["head"]) == {"head.layers.1.weight", "head.layers.5.weight", "head.layers.9.weight"}
+    assert "head.layers.2.weight" in grouped["head_no_decay"]  # LayerNorm
+    assert all(("bias" in n or "norm" in n) for n in grouped["encoder_no_decay"])
+    assert sorted(sum(grouped.values(), [])) == sorted(names.values())
+
+
+def test_adam_settings_stay_stock(make_tiny_model, tmp_path):
+    groups, _ = optimizer_groups(make_tiny_model(), tmp_path, adam_beta1=0.85, adam_beta2=0.99)
+    assert groups["head"]["betas"] == (0.85, 0.99)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"head_lr_multiplier": 0}, "head_lr_multiplier"),
+        ({"max_length": 0}, "max_length"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience"),
+    ],
+)
+def test_invalid_arguments_are_refused(tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        QRMTrainingArguments(output_dir=str(tmp_path), **arguments)
+
+
+def test_objective_is_the_best_epoch_not_the_last():
+    history = [
+        {"loss": 0.3, "epoch": 1},
+        {"eval_mse": 0.09, "epoch": 1},
+        {"eval_mse": 0.07, "epoch": 2},
+        {"eval_mse": 0.08, "epoch": 3},
+    ]
+    assert best_validation_mse(history) == 0.07
+    assert best_epoch(history) == 2
+
+
+def test_early_stopping_patience_starts_afresh_each_training_run(tmp_path):
+    args = QRMTrainingArguments(
+        output_dir=str(tmp_path), metric_for_best_model="mse", greater_is_better=False, eval_strategy="epoch"
+    )
+    callback = PerTrialEarlyStopping(early_stopping_patience=2)
+    state, control = TrainerState(), TrainerControl()
+    state.best_metric = 0.05
+    callback.on_evaluate(args, state, control, metrics={"eval_mse": 0.06})
+    assert callback.early_stopping_patience_counter == 1
+    callback.on_train_begin(args, TrainerState(), control)
+    assert callback.early_stopping_patience_counter == 0
