@@ -76,6 +76,12 @@ class QRMTrainer(Trainer):
         for key, value in training_summary(self.state, self.args, pruned, metrics or {}).items():
             trial.set_user_attr(key, value)
 
+    def _report_to_hp_search(self, trial: Any, step: int, metrics: dict[str, float]) -> None:
+        # Report per epoch, not per optimizer step: trials with other batch sizes then share the pruner's
+        # x-axis (MedianPruner compares trials at equal steps) and the history reads as validation-MSE-per-epoch.
+        epoch = round(self.state.epoch) if self.state.epoch is not None else step
+        super()._report_to_hp_search(trial, epoch, metrics)
+
     def _hp_search_setup(self, trial: Any) -> None:
         # Transformers applies a trial's values to `self.args` here; the collator must follow max_length.
         super()._hp_search_setup(trial)

@@ -1,0 +1,149 @@
+"""`scripts/predict.py`: score queries from arguments, a file or stdin with a saved reward model.
+
+python scripts/predict.py --model runs/quickstart/final_model "how do owls hunt ?" "owls hunt how"
+python scripts/predict.py --model org/query-reward --input queries.jsonl --format jsonl --field text
+cut -f1 test.tsv | python scripts/predict.py --model runs/quickstart/final_model --output-format jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, TextIO
+
+INPUT_FORMATS = ("text", "tsv", "jsonl")
+OUTPUT_FORMATS = ("tsv", "jsonl")
+
+
+class InputError(ValueError):
+    """An input file or line that cannot be read as queries; the message names the file and line."""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Score search queries for wellformedness with a saved query reward model.",
+        epilog="Without queries or --input, queries are read from stdin, one per line.",
+    )
+    parser.add_argument("queries", nargs="*", help="Queries to score (each one argument; quote them).")
+    parser.add_argument("--model", required=True, help="A saved reward model folder or a Hub repo id.")
+    parser.add_argument("--revision", default=None, help="Branch, tag or commit of a Hub model (default: main).")
+    parser.add_argument("--input", type=Path, default=None, help="File of queries (see --format).")
+    parser.add_argument(
+        "--format",
+        choices=INPUT_FORMATS,
+        default="text",
+        help="Input format: text (one query per line), tsv (first column), jsonl (one object per line, "
+        "see --field). Default: %(default)s.",
+    )
+    parser.add_argument("--field", default="query", help="JSONL field holding the query (default: %(default)s).")
+    parser.add_argument("--output", type=Path, default=None, help="Write scores here (default: stdout).")
+    parser.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="tsv",
+        help="tsv: query<TAB>score per line (tabs and newlines inside a query become spaces); "
+        "jsonl: {query, score} objects. Default: %(default)s.",
+    )
+    parser.add_argument("--raw", action="store_true", help="Raw head outputs instead of scores clamped to [0, 1].")
+    parser.add_argument("--batch-size", type=int, default=64, help="Queries per forward pass (default: %(default)s).")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps... (default: the fastest available).")
+    return parser
+
+
+def parse_lines(lines: Iterable[str], input_format: str, field: str, source: str) -> list[str]:
+    """Queries from the lines of `source` (a file name, or `<stdin>`), failing on the first bad line.
+
+    In text and tsv every line is a query, a blank one included, so output line N answers input line N;
+    in jsonl blank lines are skipped, as JSON Lines readers do.
+    """
+    queries = []
+    for number, line in enumerate(lines, start=1):
+        text = line.rstrip("\r\n")
+        if input_format == "text":
+            queries.append(text)
+        elif input_format == "tsv":
+            queries.append(text.split("\t", 1)[0])
+        elif text.strip():
+            queries.append(_jsonl_query(text, field, f"{source}:{number}"))
+    return queries
+
+
+def _jsonl_query(text: str, field: str, where: str) -> str:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected a JSON object with a {field!r} field, got {type(record).__name__}")
+    if field not in record:
+        raise InputError(f"{where}: no field {field!r} (fields: {sorted(record)}); choose one with --field")
+    query = record[field]
+    if not isinstance(query, str):
+        raise InputError(f"{where}: field {field!r} is {type(query).__name__}, not a string")
+    return query
+
+
+def read_queries(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+    """The queries named on the command line, else those in `--input`, else those on stdin."""
+    if args.queries:
+        return list(args.queries)
+    if args.input is None:
+        if stdin.isatty():
+            print("reading queries from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
+        return parse_lines(stdin, args.format, args.field, "<stdin>")
+    if not args.input.is_file():
+        raise InputError(f"{args.input}: no such file")
+    try:
+        with args.input.open(encoding="utf-8") as lines:
+            return parse_lines(lines, args.format, args.field, str(args.input))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{args.input}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def write_scores(queries: list[str], scores: list[float], output_format: str, out: IO[str]) -> None:
+    """One line per query, in input order."""
+    for query, score in zip(queries, scores, strict=True):
+        if output_format == "jsonl":
+            out.write(json.dumps({"query": query, "score": score}, ensure_ascii=False) + "\n")
+        else:
+            flat = query.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+            out.write(f"{flat}\t{score:.6f}\n")
+
+
+def predict_main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """Run the prediction command; returns the exit status (2 for bad input or a model that is not one)."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.queries and args.input is not None:
+        parser.error("give queries as arguments or with --input, not both")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
+    try:
+        queries = read_queries(args, stdin)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from .scoring import QueryScorer
+
+    try:
+        scorer = QueryScorer.from_pretrained(args.model, revision=args.revision, device=args.device)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot load --model {args.model}: {error}", file=sys.stderr)
+        return 2
+    scores = scorer.score(queries, raw=args.raw, batch_size=args.batch_size)
+    if args.output is None:
+        write_scores(queries, scores, args.output_format, stdout)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with args.output.open("w", encoding="utf-8") as out:
+            write_scores(queries, scores, args.output_format, out)
+    return 0
+
+
+__all__ = ["InputError", "make_parser", "parse_lines", "predict_main", "read_queries", "write_scores"]

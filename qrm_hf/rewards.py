@@ -1,0 +1,83 @@
+"""A TRL reward function from a query reward model: score the queries a policy writes, e.g. with GRPOTrainer.
+
+TRL calls each reward function as `reward(prompts=..., completions=..., completion_ids=..., **columns)` and
+logs it under its `__name__`. Completions are plain strings, or (conversational data) lists of messages whose
+last assistant message holds the generated text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .scoring import QueryScorer
+
+RewardFunction = Callable[..., list[float]]
+
+
+def completion_text(completion: Any) -> str:
+    """The generated text of one completion: the string itself, or the last assistant message's content.
+
+    Content given as a list of parts (`[{"type": "text", "text": ...}]`, as multimodal chat templates use)
+    is joined; a message without text (a bare tool call) counts as the empty string.
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence) and all(isinstance(message, dict) for message in completion):
+        replies = [message for message in completion if message.get("role") == "assistant"]
+        if not replies:
+            roles = [message.get("role") for message in completion]
+            raise ValueError(f"conversational completion has no assistant message (roles: {roles})")
+        content = replies[-1].get("content")
+        if content is None:
+            return ""
+        if isinstance(content, str):
+            return content
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    raise TypeError(
+        f"completion must be a string or a list of message dicts, got {type(completion).__name__}: {completion!r}"
+    )
+
+
+def make_reward_function(
+    scorer_or_path: QueryScorer | str | os.PathLike,
+    *,
+    name: str = "query_wellformedness",
+    raw: bool = False,
+    batch_size: int | None = None,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> RewardFunction:
+    """A reward function for TRL trainers that scores each completion's text with a query reward model.
+
+    `scorer_or_path` is a loaded [`QueryScorer`] (share one between trainers) or a folder / Hub id to load
+    (`revision`, `device`, `dtype` are then passed to `QueryScorer.from_pretrained`). Rewards are in [0, 1]
+    unless `raw`. The text is stripped first: generations often start with a space or end with a newline,
+    which a query does not. `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
+
+    Example:
+        >>> from trl import GRPOConfig, GRPOTrainer  # doctest: +SKIP
+        >>> reward = make_reward_function("runs/quickstart/final_model")  # doctest: +SKIP
+        >>> args = GRPOConfig(output_dir="runs/grpo")  # doctest: +SKIP
+        >>> trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts)  # doctest: +SKIP
+    """
+    if isinstance(scorer_or_path, QueryScorer):
+        scorer = scorer_or_path
+    else:
+        scorer = QueryScorer.from_pretrained(scorer_or_path, revision=revision, device=device, dtype=dtype)
+
+    def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        texts = [completion_text(completion).strip() for completion in completions]
+        return scorer.score(texts, raw=raw, batch_size=batch_size, show_progress=False)
+
+    reward.__name__ = reward.__qualname__ = name
+    reward.__doc__ = f"Query wellformedness reward ({'raw' if raw else 'clamped to [0, 1]'}) of each completion."
+    reward.scorer = scorer
+    return reward
+
+
+__all__ = ["RewardFunction", "completion_text", "make_reward_function"]

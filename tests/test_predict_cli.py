@@ -1,0 +1,161 @@
+"""The prediction command: queries from arguments, files and stdin; tsv/jsonl out; clear errors with exit 2."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qrm_hf import QueryRewardConfig, QueryRewardModel
+from qrm_hf.predict_cli import predict_main
+from qrm_hf.scoring import QueryScorer
+
+REPO = Path(__file__).resolve().parents[1]
+QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
+    """A saved tiny reward model (built as make_tiny_model builds it, once per module) with its tokenizer."""
+    torch.manual_seed(0)
+    model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict()))
+    folder = tmp_path_factory.mktemp("reward-model")
+    QueryRewardConfig.register_for_auto_class()
+    QueryRewardModel.register_for_auto_class("AutoModel")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def expected(saved_model_dir) -> dict[str, float]:
+    """Each query's score from the Python API, which the command must reproduce."""
+    return dict(zip(QUERIES, QueryScorer.from_pretrained(saved_model_dir, device="cpu").score(QUERIES), strict=True))
+
+
+def run(argv: list[str], stdin: str = "") -> tuple[int, str]:
+    out = io.StringIO()
+    status = predict_main(argv, stdin=io.StringIO(stdin), stdout=out)
+    return status, out.getvalue()
+
+
+def parse_tsv(text: str) -> list[tuple[str, float]]:
+    return [(query, float(score)) for query, score in (line.split("\t") for line in text.splitlines())]
+
+
+def test_positional_queries_print_tsv_in_order(saved_model_dir, expected):
+    status, out = run(["--model", str(saved_model_dir), *QUERIES])
+
+    assert status == 0
+    rows = parse_tsv(out)
+    assert [query for query, _ in rows] == QUERIES
+    assert [score for _, score in rows] == pytest.approx([expected[query] for query in QUERIES], abs=1e-6)
+
+
+def test_text_file_in_jsonl_file_out(saved_model_dir, expected, tmp_path):
+    source = tmp_path / "queries.txt"
+    source.write_text("\n".join(QUERIES) + "\n", encoding="utf-8")
+    target = tmp_path / "out" / "scores.jsonl"
+
+    status, out = run(
+        ["--model", str(saved_model_dir), "--input", str(source), "--output", str(target), "--output-format", "jsonl"]
+    )
+
+    assert status == 0 and out == ""
+    records = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [record["query"] for record in records] == QUERIES
+    assert [record["score"] for record in records] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)
+
+
+def test_tsv_input_takes_the_first_column(saved_model_dir, expected, tmp_path):
+    source = tmp_path / "test.tsv"
+    source.write_text("".join(f"{query}\t0.8\n" for query in QUERIES), encoding="utf-8")
+
+    status, out = run(["--model", str(saved_model_dir), "--input", str(source), "--format", "tsv"])
+
+    assert status == 0
+    rows = parse_tsv(out)
+    assert [query for query, _ in rows] == QUERIES
+    assert [score for _, score in rows] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)
+
+
+def test_jsonl_input_reads_the_named_field_and_skips_blank_lines(saved_model_dir, expected, tmp_path):
+    source = tmp_path / "queries.jsonl"
+    source.write_text("\n".join(json.dumps({"id": i, "text": q}) for i, q in enumerate(QUERIES)) + "\n\n", "utf-8")
+
+    status, out = run(["--model", str(saved_model_dir), "--input", str(source), "--format", "jsonl", "--field", "text"])
+
+    assert status == 0
+    assert [score for _, score in parse_tsv(out)] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)
+
+
+def test_stdin_is_read_when_no_query_or_file_is_given(saved_model_dir, expected):
+    status, out = run(["--model", str(saved_model_dir), "--raw"], stdin="owls\nhow do owls hunt ?\n")
+
+    assert status == 0
+    assert [query for query, _ in parse_tsv(out)] == ["owls", "how do owls hunt ?"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('{"query": "owls"}\n{"query": "owls", \n', r"queries.jsonl:2: not valid JSON"),
+        ('{"query": "owls"}\n\n{"text": "owls"}\n', r"queries.jsonl:3: no field 'query' \(fields: \['text'\]\)"),
+        ('{"query": 7}\n', r"queries.jsonl:1: field 'query' is int, not a string"),
+        ('["owls"]\n', r"queries.jsonl:1: expected a JSON object"),
+    ],
+)
+def test_bad_jsonl_line_exits_2_naming_file_and_line(saved_model_dir, tmp_path, capsys, lines, message):
+    source = tmp_path / "queries.jsonl"
+    source.write_text(lines, encoding="utf-8")
+
+    status, out = run(["--model", str(saved_model_dir), "--input", str(source), "--format", "jsonl"])
+
+    assert status == 2 and out == ""
+    assert re.search(f"^error: {re.escape(str(tmp_path))}/{message}", capsys.readouterr().err)
+
+
+def test_missing_input_file_exits_2(saved_model_dir, tmp_path, capsys):
+    status, _ = run(["--model", str(saved_model_dir), "--input", str(tmp_path / "nope.txt")])
+
+    assert status == 2
+    assert f"{tmp_path / 'nope.txt'}: no such file" in capsys.readouterr().err
+
+
+def test_model_that_is_not_a_reward_model_exits_2(tiny_encoder_dir, capsys):
+    status, _ = run(["--model", str(tiny_encoder_dir), "owls"])
+
+    assert status == 2
+    assert "model_type 'modernbert', expected 'query_reward'" in capsys.readouterr().err
+
+
+def test_queries_and_input_together_are_a_usage_error(saved_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--model", str(saved_model_dir), "--input", str(tmp_path / "q.txt"), "owls"])
+
+    assert exit_info.value.code == 2
+    assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_script_scores_stdin_in_a_subprocess(saved_model_dir, expected, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "predict.py"), "--model", str(saved_model_dir), "--device", "cpu"],
+        input="\n".join(QUERIES) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert [score for _, score in parse_tsv(result.stdout)] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)

@@ -1,0 +1,145 @@
+"""The TRL reward function: plain and conversational completions, its name, and a real GRPOTrainer run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from qrm_hf import QueryRewardConfig, QueryRewardModel
+from qrm_hf.rewards import completion_text, make_reward_function
+from qrm_hf.scoring import QueryScorer
+
+TEXTS = ["how do owls hunt ?", "owls", "what is the capital of france"]
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
+    """A saved tiny reward model (built as make_tiny_model builds it, once per module) with its tokenizer."""
+    torch.manual_seed(0)
+    model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict()))
+    folder = tmp_path_factory.mktemp("reward-model")
+    QueryRewardConfig.register_for_auto_class()
+    QueryRewardModel.register_for_auto_class("AutoModel")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scorer(saved_model_dir) -> QueryScorer:
+    return QueryScorer.from_pretrained(saved_model_dir, device="cpu")
+
+
+def test_plain_completions_are_scored_stripped_with_any_trl_keyword(scorer):
+    reward = make_reward_function(scorer)
+
+    rewards = reward(
+        prompts=["p"] * 3,
+        completions=[f" {text}\n" for text in TEXTS],
+        completion_ids=[[1], [2], [3]],
+        trainer_state=None,
+        log_extra=lambda *args: None,
+    )
+
+    assert rewards == pytest.approx(scorer.score(TEXTS), abs=1e-6)
+
+
+def test_conversational_completions_use_the_last_assistant_message(scorer):
+    reward = make_reward_function(scorer)
+    completions = [[{"role": "assistant", "content": text}] for text in TEXTS[:2]] + [
+        [
+            {"role": "assistant", "content": "let me think"},
+            {"role": "tool", "content": "owls"},
+            {"role": "assistant", "content": [{"type": "text", "text": TEXTS[2]}]},
+        ]
+    ]
+
+    assert reward(prompts=[[{"role": "user", "content": "p"}]] * 3, completions=completions) == pytest.approx(
+        scorer.score(TEXTS), abs=1e-6
+    )
+
+
+def test_completion_text_errors_say_what_was_expected():
+    with pytest.raises(ValueError, match=r"no assistant message \(roles: \['user'\]\)"):
+        completion_text([{"role": "user", "content": "hi"}])
+    with pytest.raises(TypeError, match="must be a string or a list of message dicts, got int"):
+        completion_text(3)
+    assert completion_text([{"role": "assistant", "content": None, "tool_calls": []}]) == ""
+
+
+def test_reward_function_has_a_name_for_trl_logs(scorer):
+    assert make_reward_function(scorer).__name__ == "query_wellformedness"
+    assert make_reward_function(scorer, name="wellformed").__name__ == "wellformed"
+
+
+def test_reward_function_loads_a_folder_and_can_return_raw_scores(saved_model_dir, scorer):
+    reward = make_reward_function(saved_model_dir, raw=True, device="cpu")
+
+    assert reward(prompts=["p"] * 3, completions=TEXTS) == pytest.approx(scorer.score(TEXTS, raw=True), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_grpo_trainer_trains_two_steps_with_the_reward(saved_model_dir, minilm_path, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    tokenizer.eos_token = tokenizer.sep_token  # a BERT tokenizer has none; generation needs one to stop on
+    torch.manual_seed(0)
+    policy = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            tie_word_embeddings=True,
+        )
+    )
+    reward = make_reward_function(saved_model_dir, device="cpu")
+    calls: list[tuple[list[str], list[float]]] = []
+
+    def recorded_reward(prompts, completions, **kwargs):
+        rewards = reward(prompts, completions, **kwargs)
+        calls.append((list(completions), rewards))
+        return rewards
+
+    recorded_reward.__name__ = reward.__name__
+    prompts = ["rewrite as a query : owls hunt", "rewrite : pizza near me", "rewrite : sky why blue", "fix : flights"]
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=recorded_reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tokenizer,
+    )
+
+    trainer.train()
+
+    assert trainer.state.global_step == 2
+    assert len(calls) == 2
+    for completions, rewards in calls:
+        assert len(completions) == 4 and all(isinstance(text, str) for text in completions)
+        assert rewards == pytest.approx(reward.scorer.score([text.strip() for text in completions]), abs=1e-6)
+    logged = [entry["rewards/query_wellformedness/mean"] for entry in trainer.state.log_history if "reward" in entry]
+    assert logged == pytest.approx([sum(rewards) / len(rewards) for _, rewards in calls], abs=1e-5)

@@ -1,0 +1,168 @@
+"""QueryScorer: order, clamping, batching and every bad input a user can hand it, on a saved tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from qrm_hf import QueryRewardConfig, QueryRewardModel
+from qrm_hf.scoring import QueryScorer
+
+QUERIES = [
+    "how do owls hunt ?",
+    "owls",
+    "what is the capital of france",
+    "a",
+    "best pizza near me that is open late on a sunday night",
+    "where",
+    "why is the sky blue during the day but red at sunset",
+    "cheap flights",
+    "is it safe to eat raw cookie dough",
+    "2+2",
+]
+
+
+def widen_head(model: QueryRewardModel, tokenizer, queries: list[str]) -> None:
+    """Scale the output layer so raw scores of `queries` spread with std 1 around 0.5.
+
+    A random tiny model scores every query within ~1e-3 of the others, inside [0, 1]: nothing to clamp and
+    little to tell one query from another.
+    """
+    last = model.head.layers[-1]
+    model.eval()
+    with torch.no_grad():
+        raw = torch.cat([model(**tokenizer([query], return_tensors="pt")).scores for query in queries])
+        spread, offset = raw.std(), raw.mean() - last.bias
+        last.weight.div_(spread)
+        last.bias.copy_(0.5 - offset / spread)
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
+    """A saved tiny reward model (built as make_tiny_model builds it, once per module) with its tokenizer."""
+    torch.manual_seed(0)
+    model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict(), max_length=32))
+    widen_head(model, tokenizer, QUERIES)
+    folder = tmp_path_factory.mktemp("reward-model")
+    QueryRewardConfig.register_for_auto_class()
+    QueryRewardModel.register_for_auto_class("AutoModel")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scorer(saved_model_dir) -> QueryScorer:
+    return QueryScorer.from_pretrained(saved_model_dir, device="cpu", batch_size=4)
+
+
+def test_scores_come_back_in_input_order_despite_length_sorting(scorer):
+    one_by_one = [scorer.score([query], raw=True)[0] for query in QUERIES]
+    assert len({round(value, 2) for value in one_by_one}) > len(QUERIES) // 2, "queries must score differently"
+
+    batched = scorer.score(QUERIES, raw=True, batch_size=3)
+
+    # Padding moves float noise by ~1e-4 through the widened head; a misplaced score would be off by ~1.
+    assert batched == pytest.approx(one_by_one, abs=1e-3)
+
+
+def test_scores_are_clamped_to_unit_interval_unless_raw(scorer):
+    raw = scorer.score(QUERIES, raw=True)
+    assert min(raw) < 0.0 and max(raw) > 1.0, "the widened head must score some queries outside [0, 1]"
+
+    clamped = scorer.score(QUERIES)
+
+    assert all(isinstance(value, float) for value in clamped)
+    assert clamped == pytest.approx([min(max(value, 0.0), 1.0) for value in raw], abs=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7, 64])
+def test_batch_size_does_not_change_scores(scorer, batch_size):
+    reference = scorer.score(QUERIES, raw=True, batch_size=len(QUERIES))
+
+    assert scorer.score(QUERIES, raw=True, batch_size=batch_size) == pytest.approx(reference, abs=1e-3)
+
+
+def test_empty_list_gives_empty_list(scorer):
+    assert scorer.score([]) == []
+
+
+def test_blank_queries_are_scored_as_the_empty_string(scorer):
+    scores = scorer.score(["", " ", "\t\n  ", "owls"], raw=True)
+
+    assert scores[1] == pytest.approx(scores[0], abs=1e-6)
+    assert scores[2] == pytest.approx(scores[0], abs=1e-6)
+    assert scores[3] != pytest.approx(scores[0], abs=1e-3)
+
+
+def test_non_string_item_raises_type_error_naming_its_index(scorer):
+    with pytest.raises(TypeError, match=r"queries\[2\] is int"):
+        scorer.score(["owls", "how do owls hunt ?", 42])
+
+
+def test_single_string_instead_of_a_list_raises_with_the_fix(scorer):
+    with pytest.raises(TypeError, match=r"wrap one query as \[query\]"):
+        scorer.score("how do owls hunt ?")
+
+
+def test_very_long_query_is_truncated_to_max_length(scorer):
+    assert scorer.max_length == 32
+
+    long_score, longer_score = scorer.score(["owls hunt " * 200, "owls hunt " * 5000], raw=True)
+
+    assert longer_score == pytest.approx(long_score, abs=1e-5)
+
+
+def test_scoring_restores_train_mode_and_disables_dropout(saved_model_dir, tokenizer):
+    model = QueryRewardModel.from_pretrained(saved_model_dir)
+    model.train()
+    scorer = QueryScorer(model, tokenizer)
+
+    first, second = scorer.score(QUERIES, raw=True), scorer.score(QUERIES, raw=True)
+
+    assert first == second
+    assert model.training
+
+
+def test_progress_bar_for_many_queries_only(scorer, capsys):
+    scorer.score(QUERIES)
+    assert "Scoring" not in capsys.readouterr().err
+
+    scorer.score(QUERIES, show_progress=True)
+    assert "Scoring" in capsys.readouterr().err
+
+
+def test_cpu_scorer_uses_float32(scorer):
+    assert scorer.device.type == "cpu"
+    assert scorer.model.dtype == torch.float32
+
+
+def test_unknown_dtype_name_is_rejected(saved_model_dir):
+    with pytest.raises(ValueError, match="dtype 'float33' is not a torch dtype"):
+        QueryScorer.from_pretrained(saved_model_dir, dtype="float33")
+
+
+def test_folder_without_config_json_is_rejected(tmp_path):
+    with pytest.raises(OSError, match="has no config.json"):
+        QueryScorer.from_pretrained(tmp_path)
+
+
+def test_folder_of_another_model_type_is_rejected(tiny_encoder_dir):
+    with pytest.raises(ValueError, match="model_type 'modernbert', expected 'query_reward'"):
+        QueryScorer.from_pretrained(tiny_encoder_dir)
+
+
+def test_folder_without_tokenizer_is_rejected(saved_model_dir, tmp_path):
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((saved_model_dir / name).read_bytes())
+
+    with pytest.raises(OSError, match="has no tokenizer"):
+        QueryScorer.from_pretrained(tmp_path)
+
+
+def test_hub_id_missing_from_the_offline_cache_is_an_os_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="no-such-org/no-such-model is neither a local folder nor a Hub repo"):
+        QueryScorer.from_pretrained("no-such-org/no-such-model")
