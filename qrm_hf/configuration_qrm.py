@@ -94,4 +94,6 @@ class QueryRewardConfig(PretrainedConfig):
         return [int(hidden * self.hidden_dim_ratio * 0.5**i) for i in range(self.num_hidden_layers)]
 
 
+QueryRewardConfig.register_for_auto_class()
+
 __all__ = ["QueryRewardConfig"]

@@ -12,7 +12,6 @@ from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from .card import write_model_card
-from .configuration_qrm import QueryRewardConfig
 from .data import QueryCollator
 from .metrics import compute_metrics
 from .modeling_qrm import QueryRewardModel
@@ -75,18 +74,23 @@ def train_final(
     return trainer.model, metrics
 
 
+def save_reward_model(model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
+    """Save model, tokenizer and remote code in one folder that `from_pretrained` reloads, with or without
+    qrm_hf installed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def save_final(
     model: QueryRewardModel,
     tokenizer: PreTrainedTokenizerBase,
     folder: Path,
     card_context: dict[str, Any],
 ) -> Path:
-    """Save model, tokenizer, remote code and model card in one folder that `from_pretrained` reloads."""
-    QueryRewardConfig.register_for_auto_class()
-    QueryRewardModel.register_for_auto_class("AutoModel")
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    """Save the final model (see `save_reward_model`) with its model card as README.md."""
+    save_reward_model(model, tokenizer, folder)
     write_model_card(folder, **card_context)
     return folder
 
@@ -122,4 +126,4 @@ def push_folder(
     return str(info)
 
 
-__all__ = ["StopAfterEpoch", "push_folder", "save_final", "train_final", "write_test_metrics"]
+__all__ = ["StopAfterEpoch", "push_folder", "save_final", "save_reward_model", "train_final", "write_test_metrics"]

@@ -138,4 +138,7 @@ class QueryRewardModel(PreTrainedModel):
         return QueryRewardOutput(loss=loss, logits=logits, scores=scores)
 
 
+# Every save_pretrained then writes `auto_map` and copies this code, so the folder loads with trust_remote_code.
+QueryRewardModel.register_for_auto_class("AutoModel")
+
 __all__ = ["QueryRewardModel", "QueryRewardOutput", "RegressionHead"]

@@ -86,3 +86,16 @@ def make_tiny_model(tiny_encoder_config):
         return QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict(), **head))
 
     return build
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
+    """A saved tiny reward model (as make_tiny_model(seed=0) builds it), once per test module."""
+    import torch
+
+    from qrm_hf import QueryRewardConfig, QueryRewardModel
+    from qrm_hf.final import save_reward_model
+
+    torch.manual_seed(0)
+    model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict()))
+    return save_reward_model(model, tokenizer, tmp_path_factory.mktemp("reward-model"))

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from qrm_hf import QueryRewardConfig, QueryRewardModel
+from qrm_hf.final import save_reward_model
 
 REPO_ID = "org/name"
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may", ""]
@@ -111,10 +112,7 @@ def saved_model(tmp_path_factory, tiny_encoder_config, tokenizer) -> tuple[Path,
         model.head.layers[-1].weight.mul_(100)
         scores = [model(**tokenizer([query], return_tensors="pt")).scores.item() for query in QUERIES]
     folder = tmp_path_factory.mktemp("reward-model")
-    QueryRewardConfig.register_for_auto_class()
-    QueryRewardModel.register_for_auto_class("AutoModel")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_reward_model(model, tokenizer, folder)
     return folder, scores
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from qrm_hf import QueryRewardConfig, QueryRewardModel
+from qrm_hf import QueryRewardModel
+from qrm_hf.final import save_reward_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,17 +76,9 @@ def test_from_encoder_copies_pretrained_weights(minilm_path):
         assert torch.equal(model.encoder.state_dict()[name], tensor), name
 
 
-def save_folder(model, tokenizer, folder):
-    QueryRewardConfig.register_for_auto_class()
-    QueryRewardModel.register_for_auto_class("AutoModel")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_save_and_reload_give_identical_scores(make_tiny_model, tokenizer, tmp_path):
     model = make_tiny_model(num_hidden_layers=2, activation="tanh", pooling="mean").eval()
-    folder = save_folder(model, tokenizer, tmp_path / "saved")
+    folder = save_reward_model(model, tokenizer, tmp_path / "saved")
     assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_qrm.py", "configuration_qrm.py"} <= {
         path.name for path in folder.iterdir()
     }
@@ -98,7 +91,7 @@ def test_save_and_reload_give_identical_scores(make_tiny_model, tokenizer, tmp_p
 def test_auto_model_loads_without_qrm_hf_installed(make_tiny_model, tokenizer, tmp_path):
     """The saved folder carries its own code: a process that cannot import qrm_hf still loads and scores."""
     model = make_tiny_model(num_hidden_layers=2).eval()
-    folder = save_folder(model, tokenizer, tmp_path / "saved")
+    folder = save_reward_model(model, tokenizer, tmp_path / "saved")
     expected = model(**batch(tokenizer)).scores.tolist()
     script = textwrap.dedent(
         f"""

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from qrm_hf import QueryRewardConfig, QueryRewardModel
 from qrm_hf.rewards import completion_text, make_reward_function
 from qrm_hf.scoring import QueryScorer
 
 TEXTS = ["how do owls hunt ?", "owls", "what is the capital of france"]
-
-
-@pytest.fixture(scope="module")
-def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
-    """A saved tiny reward model (built as make_tiny_model builds it, once per module) with its tokenizer."""
-    torch.manual_seed(0)
-    model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict()))
-    folder = tmp_path_factory.mktemp("reward-model")
-    QueryRewardConfig.register_for_auto_class()
-    QueryRewardModel.register_for_auto_class("AutoModel")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

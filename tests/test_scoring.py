@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from qrm_hf import QueryRewardConfig, QueryRewardModel
+from qrm_hf.final import save_reward_model
 from qrm_hf.scoring import QueryScorer
 
 QUERIES = [
@@ -46,10 +47,7 @@ def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
     model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict(), max_length=32))
     widen_head(model, tokenizer, QUERIES)
     folder = tmp_path_factory.mktemp("reward-model")
-    QueryRewardConfig.register_for_auto_class()
-    QueryRewardModel.register_for_auto_class("AutoModel")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_reward_model(model, tokenizer, folder)
     return folder
 
 

