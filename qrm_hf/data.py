@@ -11,11 +11,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # datasets is imported where it is used, so the collator works without it (GPU benchmark)
+    from datasets import DatasetDict
 
 DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
@@ -63,11 +65,13 @@ def read_tsv(path: str | os.PathLike) -> dict[str, list]:
 
 
 def _load_folder(folder: Path) -> DatasetDict:
+    from datasets import Dataset, DatasetDict
+
     return DatasetDict({split: Dataset.from_dict(read_tsv(folder / name)) for split, name in SPLIT_FILES.items()})
 
 
 def _load_hub(dataset_id: str) -> DatasetDict:
-    from datasets import load_dataset
+    from datasets import DatasetDict, load_dataset
 
     raw = load_dataset(dataset_id)
     splits = {}

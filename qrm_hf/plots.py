@@ -103,6 +103,10 @@ def _save(axes: Any, path: Path, dpi: int) -> Path:
     return path
 
 
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _trials_phrase(count: int, kind: str = "completed") -> str:
     return f"{count} {kind} trial{'' if count == 1 else 's'}"
 
@@ -117,11 +121,13 @@ def _style_intermediate_values(axes: Any, study: optuna.Study) -> None:
     from matplotlib.lines import Line2D
 
     states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
+    drawn = set()
     for line in list(axes.get_lines()):
         label = line.get_label()
         if not label.startswith("Trial"):
             continue
         state = states.get(int(label.removeprefix("Trial")))
+        drawn.add(state)
         values = np.asarray(line.get_ydata(), dtype=float)
         epochs = np.arange(1, values.size + 1)
         line.set_xdata(epochs)
@@ -135,12 +141,15 @@ def _style_intermediate_values(axes: Any, study: optuna.Study) -> None:
     legend = axes.get_legend()
     if legend is not None:
         legend.remove()
-    handles = [
-        Line2D([], [], color="gray", linestyle="-", marker=".", label="complete"),
-        Line2D([], [], color="gray", linestyle="--", marker="x", markeredgecolor="black", label="pruned (x: pruned)"),
-        Line2D([], [], color="gray", linestyle=":", label="running"),
-    ]
-    axes.legend(handles=handles, loc="upper right")
+    handles = {
+        TrialState.COMPLETE: Line2D([], [], color="gray", linestyle="-", marker=".", label="complete"),
+        TrialState.PRUNED: Line2D(
+            [], [], color="gray", linestyle="--", marker="x", markeredgecolor="black", label="pruned (x: last epoch)"
+        ),
+        TrialState.RUNNING: Line2D([], [], color="gray", linestyle=":", label="running"),
+    }
+    axes.legend(handles=[handle for state, handle in handles.items() if state in drawn], loc="upper right")
+    axes.set_title(_capitalized(f"{TARGET_NAME} per epoch"))
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"{TARGET_NAME} (reported after each epoch)")
     axes.xaxis.get_major_locator().set_params(integer=True)
@@ -188,7 +197,7 @@ def study_plots(
         if not complete:
             return "no completed trial yet"
         axes = optuna_plots.plot_optimization_history(study, target_name=target_name)
-        return axes, f"{target_name} of {_trials_phrase(len(complete))} by trial number, with the best so far."
+        return axes, f"{_capitalized(target_name)} of {_trials_phrase(len(complete))} by trial number, with the best so far."
 
     def param_importances() -> tuple[Any, str] | str:
         if importances is None:
@@ -214,7 +223,7 @@ def study_plots(
                 return "no completed trial yet"
             return "no parameter takes more than one value in the completed trials"
         axes = optuna_plots.plot_slice(study, params=varying, target_name=target_name)
-        return axes, f"{target_name} against each parameter; darker points are later trials.{constant_note}"
+        return axes, f"{_capitalized(target_name)} against each parameter; darker points are later trials.{constant_note}"
 
     def contour() -> tuple[Any, str] | str:
         if len(varying) < 2:
@@ -223,7 +232,7 @@ def study_plots(
             return f"needs parameter importances to pick the two most important parameters: {importance_problem}"
         top = list(importances)[:2]
         axes = optuna_plots.plot_contour(study, params=top, target_name=target_name)
-        return axes, f"{target_name} over the two most important parameters, {top[0]} and {top[1]}."
+        return axes, f"{_capitalized(target_name)} over the two most important parameters, {top[0]} and {top[1]}."
 
     def intermediate_values() -> tuple[Any, str] | str:
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -350,7 +359,7 @@ def _thresholds_figure(predicted: np.ndarray, true: np.ndarray, threshold: float
     axes.set_ylabel("score")
     axes.set_ylim(0.0, 1.02)
     axes.set_title(f"Accuracy and F1 across thresholds (true label: score >= {threshold})")
-    axes.legend(loc="lower left", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     note = (
         f"At {threshold}: accuracy {curve['accuracy'][at]:.4f}, F1 {curve['f1'][at]:.4f}; "
         f"the highest F1, {curve['f1'][best]:.4f}, is at {grid[best]:.2f}."

@@ -1,0 +1,414 @@
+"""A run's report: `report.md` with the study's summary, its plots, the test metrics and a convergence verdict.
+
+Everything comes from the Optuna storage (plus the test results when given), so the report can be rebuilt at
+any time, also while workers are still running:
+
+    python scripts/report.py --storage sqlite:///results/m/study.db --study-name m-qrm
+
+Numbers read from the storage are written with `repr`, which round-trips a float exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+MIN_TRIALS_TO_JUDGE = 4
+# "Still improving": the best value moved by more than this fraction over the last quarter of finished trials.
+MIN_RELATIVE_IMPROVEMENT = 0.01
+RECENT_FRACTION = 0.25
+PLOTS_FOLDER = "plots"
+TEST_METRICS_FILE = "test_metrics.json"
+TEST_PREDICTIONS_FILE = "test_predictions.json"
+
+PLOT_TITLES = {
+    "optimization_history": "Optimization history",
+    "param_importances": "Hyperparameter importances",
+    "parallel_coordinate": "Parallel coordinates",
+    "slice": "Slice",
+    "contour": "Contour of the two most important parameters",
+    "intermediate_values": "Per-epoch validation MSE",
+    "timeline": "Timeline",
+    "test_predictions": "Predicted vs true score on test",
+    "test_thresholds": "Accuracy and F1 across decision thresholds",
+}
+
+
+class StudyNotFoundError(LookupError):
+    """The storage has no study of that name (or no database at all); the message lists the studies it has."""
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What the storage says about a study: trials by state, wall time, best trial."""
+
+    study_name: str
+    direction: str
+    counts: dict[str, int]
+    first_start: datetime.datetime | None
+    last_complete: datetime.datetime | None
+    best_trial: FrozenTrial | None
+
+    @property
+    def finished(self) -> int:
+        """Complete + pruned trials: what `n_trials` counts."""
+        return self.counts["complete"] + self.counts["pruned"]
+
+    @property
+    def wall_seconds(self) -> float | None:
+        if self.first_start is None or self.last_complete is None:
+            return None
+        return (self.last_complete - self.first_start).total_seconds()
+
+
+def summarize(study: optuna.Study) -> StudySummary:
+    """Count the study's trials by state and find its wall time (first start to last completion) and best trial."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in REPORTED_STATES}
+    starts = [trial.datetime_start for trial in trials if trial.datetime_start is not None]
+    completions = [trial.datetime_complete for trial in trials if trial.datetime_complete is not None]
+    best = study.best_trial if counts["complete"] else None
+    return StudySummary(
+        study_name=study.study_name,
+        direction=study.direction.name.lower(),
+        counts=counts,
+        first_start=min(starts, default=None),
+        last_complete=max(completions, default=None),
+        best_trial=best,
+    )
+
+
+@dataclass(frozen=True)
+class ConvergenceVerdict:
+    """Whether the best value still improved over the most recent finished trials, and what to do about it.
+
+    `still_improving` is None when the study cannot be judged yet.
+    """
+
+    still_improving: bool | None
+    message: str
+    finished_trials: int
+    recent_trials: int = 0
+    best_before: float | None = None
+    best_now: float | None = None
+    relative_improvement: float | None = None
+
+
+def _best_value(trials: Sequence[FrozenTrial], direction: StudyDirection) -> float | None:
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    finite = [value for value in values if math.isfinite(value)]
+    if not finite:
+        return None
+    return min(finite) if direction == StudyDirection.MINIMIZE else max(finite)
+
+
+def _relative_improvement(before: float, now: float, direction: StudyDirection) -> float:
+    gain = before - now if direction == StudyDirection.MINIMIZE else now - before
+    if before == 0:
+        return math.inf if gain > 0 else 0.0
+    return gain / abs(before)
+
+
+def convergence_verdict(
+    study: optuna.Study,
+    min_relative_improvement: float = MIN_RELATIVE_IMPROVEMENT,
+    recent_fraction: float = RECENT_FRACTION,
+    target_name: str = TARGET_NAME,
+) -> ConvergenceVerdict:
+    """Judge from the history whether the search has converged.
+
+    Finished trials (complete + pruned) are taken in trial-number order. The search is *still improving* when
+    the best value over all of them beats the best value before the last `recent_fraction` of them (at least
+    one trial) by more than `min_relative_improvement` of that earlier best; then more trials are likely to
+    pay off. Fewer than 4 finished trials are too few to judge.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda trial: 1.0 / (trial.number + 1), n_trials=8)
+        >>> convergence_verdict(study).still_improving
+        True
+    """
+    finished = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda trial: trial.number)
+    count = len(finished)
+    if count < MIN_TRIALS_TO_JUDGE:
+        return ConvergenceVerdict(
+            None,
+            f"too few trials to judge: {count} finished, at least {MIN_TRIALS_TO_JUDGE} are needed",
+            count,
+        )
+    recent = max(1, math.ceil(count * recent_fraction))
+    direction = study.direction
+    best_before = _best_value(finished[:-recent], direction)
+    best_now = _best_value(finished, direction)
+    where = f"the last {recent} of {count} finished trials"
+    advice = (
+        f"raise n_trials, e.g. to {2 * count} (`--n-trials {2 * count}`): the same command resumes the study "
+        "and runs only the missing trials"
+    )
+    if best_now is None:
+        return ConvergenceVerdict(
+            None, f"no completed trial with a finite value among {count} finished trials: nothing to judge", count
+        )
+    if best_before is None:
+        return ConvergenceVerdict(
+            True,
+            f"still improving: the first completed trial with a finite {target_name} came in {where} "
+            f"(best {best_now!r}); {advice}.",
+            count,
+            recent,
+            None,
+            best_now,
+            None,
+        )
+    improvement = _relative_improvement(best_before, best_now, direction)
+    if improvement > min_relative_improvement:
+        message = (
+            f"still improving: the best {target_name} went from {best_before!r} to {best_now!r} over {where}, "
+            f"{improvement:.2%} better (more than the {min_relative_improvement:.0%} that counts as meaningful); "
+            f"{advice}."
+        )
+    else:
+        change = (
+            f"stayed at {best_now!r}"
+            if best_now == best_before
+            else f"went from {best_before!r} to {best_now!r}, {improvement:.2%} better"
+        )
+        message = (
+            f"converged by this measure: the best {target_name} {change} over {where} (the threshold for a "
+            f"meaningful improvement is {min_relative_improvement:.0%}); more trials over this search space are "
+            "unlikely to pay off."
+        )
+    return ConvergenceVerdict(
+        improvement > min_relative_improvement, message, count, recent, best_before, best_now, improvement
+    )
+
+
+def format_value(value: Any) -> str:
+    """A value as the report writes it: floats with `repr` (exact), text with table pipes escaped."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value).replace("|", "\\|")
+
+
+def _table(header: tuple[str, str], rows: Sequence[tuple[Any, Any]]) -> list[str]:
+    lines = [f"| {header[0]} | {header[1]} |", "| --- | --- |"]
+    lines += [f"| {format_value(key)} | {format_value(value)} |" for key, value in rows]
+    return lines
+
+
+def _plot_section(records: Sequence[PlotRecord], run_dir: Path) -> list[str]:
+    lines: list[str] = []
+    for name, path, note in records:
+        title = PLOT_TITLES.get(name, name)
+        lines += [f"### {title}", ""]
+        if path is None:
+            lines += [f"_Skipped: {note}._", ""]
+        else:
+            link = Path(os.path.relpath(path, run_dir)).as_posix()
+            lines += [f"![{title}]({link})", "", note, ""]
+    return lines
+
+
+def _wall_time(summary: StudySummary) -> str:
+    seconds = summary.wall_seconds
+    if seconds is None:
+        return "no trial has finished yet"
+    clock = f" ({datetime.timedelta(seconds=round(seconds))})" if seconds >= 60 else ""
+    first = summary.first_start.isoformat(sep=" ", timespec="seconds")
+    last = summary.last_complete.isoformat(sep=" ", timespec="seconds")
+    return f"{seconds:.1f} s{clock}, from the first start ({first}) to the last completion ({last})"
+
+
+def render_report(
+    summary: StudySummary,
+    verdict: ConvergenceVerdict,
+    plot_records: Sequence[PlotRecord],
+    run_dir: Path,
+    test_metrics: dict[str, Any] | None = None,
+) -> str:
+    """The Markdown text of report.md."""
+    counts = summary.counts
+    lines = [f"# Search report: {summary.study_name}", "", "## Study", ""]
+    lines += _table(
+        ("trials", "count"),
+        [
+            *[(state, count) for state, count in counts.items()],
+            ("finished (complete + pruned)", summary.finished),
+            ("total", sum(counts.values())),
+        ],
+    )
+    lines += ["", f"- Direction: {summary.direction} {TARGET_NAME}", f"- Wall time: {_wall_time(summary)}"]
+    if counts["running"]:
+        lines.append(f"- {counts['running']} trial(s) still running: counted above, not treated as finished.")
+    best = summary.best_trial
+    if best is None:
+        lines += ["- Best value: none yet (no completed trial)", ""]
+    else:
+        lines += [f"- Best value ({TARGET_NAME}): {format_value(best.value)} (trial {best.number})", ""]
+        lines += ["### Best parameters", "", *_table(("parameter", "value"), list(best.params.items())), ""]
+        if best.user_attrs:
+            lines += ["### Best trial's training", ""]
+            lines += [*_table(("attribute", "value"), list(best.user_attrs.items())), ""]
+    lines += ["## Convergence", "", verdict.message, ""]
+    study_records = [record for record in plot_records if not record.name.startswith("test_")]
+    test_records = [record for record in plot_records if record.name.startswith("test_")]
+    lines += ["## Plots", "", *_plot_section(study_records, run_dir)]
+    if test_metrics is not None or test_records:
+        lines += ["## Final model on test", ""]
+        if test_metrics is not None:
+            lines += [*_table(("metric", "value"), list(test_metrics.items())), ""]
+        lines += _plot_section(test_records, run_dir)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(
+    study: optuna.Study,
+    run_dir: str | Path,
+    test_metrics: dict[str, Any] | None = None,
+    predictions: tuple[Any, Any] | None = None,
+    *,
+    seed: int = IMPORTANCE_SEED,
+) -> Path:
+    """Write `run_dir/report.md` and its plots under `run_dir/plots/`; return the report's path.
+
+    `predictions` is the pair (predicted scores, true scores) on test; with it the report adds the final
+    model's plots.
+    """
+    run_dir = Path(run_dir)
+    plots_dir = run_dir / PLOTS_FOLDER
+    records = study_plots(study, plots_dir, seed=seed)
+    if predictions is not None:
+        predicted, references = predictions
+        records += final_model_plots(predicted, references, plots_dir)
+    text = render_report(summarize(study), convergence_verdict(study), records, run_dir, test_metrics)
+    path = run_dir / "report.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def save_test_predictions(predictions: Any, references: Any, path: str | Path) -> Path:
+    """Save the test set's predicted and true scores as JSON, for rebuilding the report later."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "predictions": np.asarray(predictions, dtype=np.float64).reshape(-1).tolist(),
+        "references": np.asarray(references, dtype=np.float64).reshape(-1).tolist(),
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def load_test_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, references) saved by `save_test_predictions`."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return np.asarray(data["predictions"], dtype=np.float64), np.asarray(data["references"], dtype=np.float64)
+
+
+def _hide_password(storage: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", storage)
+
+
+def _sqlite_path(storage: str) -> Path | None:
+    if not storage.startswith("sqlite:///") or storage == "sqlite:///:memory:":
+        return None
+    return Path(storage.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def load_existing_study(storage: str, study_name: str) -> optuna.Study:
+    """Load a study that must exist; otherwise raise StudyNotFoundError naming it and the studies there are."""
+    database = _sqlite_path(storage)
+    if database is not None and not database.is_file():
+        # Opening a missing SQLite file would create an empty database there.
+        raise StudyNotFoundError(f"study {study_name!r} not found: no SQLite database at {database}")
+    names = sorted(optuna.get_all_study_names(storage))
+    if study_name not in names:
+        available = ", ".join(names) if names else "none (the storage holds no study)"
+        raise StudyNotFoundError(
+            f"study {study_name!r} not found in {_hide_password(storage)}; available studies: {available}"
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def default_output_dir(storage: str, study_name: str) -> Path:
+    """The SQLite file's folder (the run's folder, for the pipeline's default storage), else results/<study>."""
+    database = _sqlite_path(storage)
+    return database.parent if database is not None else Path("results") / study_name
+
+
+def rebuild_report(
+    storage: str, study_name: str, output_dir: str | Path | None = None, *, seed: int = IMPORTANCE_SEED
+) -> Path:
+    """Rebuild report.md and its plots from the storage, adding test_metrics.json and test_predictions.json
+    from `output_dir` when the pipeline wrote them there."""
+    study = load_existing_study(storage, study_name)
+    run_dir = Path(output_dir) if output_dir is not None else default_output_dir(storage, study_name)
+    metrics_path = run_dir / TEST_METRICS_FILE
+    predictions_path = run_dir / TEST_PREDICTIONS_FILE
+    test_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+    predictions = load_test_predictions(predictions_path) if predictions_path.is_file() else None
+    return write_report(study, run_dir, test_metrics, predictions, seed=seed)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Rebuild a search's plots and report.md from its Optuna storage (also while it runs)."
+    )
+    parser.add_argument("--storage", required=True, help="Optuna storage URL, e.g. sqlite:///results/m/study.db.")
+    parser.add_argument("--study-name", required=True, help="Name of the study in the storage.")
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="Folder for report.md and plots/ (default: the SQLite file's folder, else results/<study name>).",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=IMPORTANCE_SEED, help="Seed of the fANOVA importances (default: %(default)s)."
+    )
+    return parser
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """`scripts/report.py`: exit 0 with the report's path printed, 2 when the study is not found."""
+    args = make_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        path = rebuild_report(args.storage, args.study_name, args.output_dir, seed=args.seed)
+    except StudyNotFoundError as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+__all__ = [
+    "ConvergenceVerdict",
+    "StudyNotFoundError",
+    "StudySummary",
+    "convergence_verdict",
+    "load_existing_study",
+    "load_test_predictions",
+    "make_parser",
+    "rebuild_report",
+    "render_report",
+    "report_main",
+    "save_test_predictions",
+    "summarize",
+    "write_report",
+]
