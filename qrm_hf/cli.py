@@ -66,7 +66,9 @@ def search_main(argv: list[str] | None = None) -> int:
 
     from .data import DataFormatError
     from .run_config import ConfigError
+    from .search import StudyMismatchError
     from .search_space import SearchSpaceError
+    from .storage import StorageError
 
     parser = make_parser("Search hyperparameters, retrain the best model on train+dev, report test metrics, save it.")
     args = parser.parse_args(argv)
@@ -76,13 +78,16 @@ def search_main(argv: list[str] | None = None) -> int:
         from .pipeline import run_pipeline
 
         summary = run_pipeline(config)
-    except (ConfigError, SearchSpaceError, DataFormatError) as error:
+    except (ConfigError, SearchSpaceError, DataFormatError, StorageError, StudyMismatchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the study is saved; run the same command to resume it", file=sys.stderr)
         return 130
-    print(json.dumps({"test_metrics": summary["test_metrics"], "model_dir": summary["model_dir"]}, indent=2))
+    from accelerate import PartialState
+
+    if summary["model_dir"] is not None and PartialState().is_main_process:
+        print(json.dumps({"test_metrics": summary["test_metrics"], "model_dir": summary["model_dir"]}, indent=2))
     return 0
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
@@ -45,8 +46,9 @@ def train_final(
     tokenized: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     encoder: PreTrainedModel,
-) -> tuple[QueryRewardModel, dict[str, float]]:
-    """Train on train+dev with `best_params`, then return the model and its metrics on test."""
+) -> tuple[QueryRewardModel, dict[str, float], tuple[np.ndarray, np.ndarray]]:
+    """Train on train+dev with `best_params`; return the model, its metrics on test, and its test predictions
+    with the true scores (for the report's plots)."""
     values = {**space.fixed, **best_params}
     args = base_training_arguments(
         config,
@@ -70,8 +72,10 @@ def train_final(
         callbacks=callbacks,
     )
     trainer.train()
-    metrics = trainer.evaluate(tokenized["test"], metric_key_prefix="test")
-    return trainer.model, metrics
+    output = trainer.predict(tokenized["test"], metric_key_prefix="test")
+    predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    scores = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    return trainer.model, output.metrics, (scores, np.asarray(output.label_ids, dtype=np.float64).reshape(-1))
 
 
 def save_reward_model(model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from optuna.trial import TrialState
 from transformers import AutoModel, AutoTokenizer
 
 from .data import load_splits, tokenize_splits
 from .final import push_folder, save_final, train_final, write_test_metrics
-from .run_config import RunConfig
+from .report import TEST_PREDICTIONS_FILE, save_test_predictions, write_report
+from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, RunConfig
 from .search import run_search, write_history
 from .search_space import SearchSpace
 
@@ -31,38 +35,64 @@ def run_pipeline(config: RunConfig) -> dict[str, Any]:
     tokenized = tokenize_splits(splits, tokenizer, longest)
 
     study = run_search(config, space, tokenized, tokenizer, encoder)
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise RuntimeError(f"study {study.study_name!r} has no completed trial: nothing to retrain")
-    summary = write_history(study, space, config.run_dir / "optimization_history.json")
+    state = PartialState()
+    if config.search_only:
+        return {"study": config.resolved_study_name, "history": None, "test_metrics": None, "model_dir": None}
+    summary = None
+    if state.is_main_process:
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise RuntimeError(f"study {study.study_name!r} has no completed trial: nothing to retrain")
+        summary = write_history(study, space, config.run_dir / "optimization_history.json")
+    if state.num_processes > 1:
+        summary = broadcast_object_list([summary], from_process=0)[0]
     best_epoch = summary["best_trial"].get("best_epoch")
 
-    model, raw_metrics = train_final(config, space, summary["best_params"], best_epoch, tokenized, tokenizer, encoder)
-    test_metrics = write_test_metrics(raw_metrics, config.run_dir / "test_metrics.json")
-    logger.info("test metrics: %s", test_metrics)
-
+    model, raw_metrics, (predictions, references) = train_final(
+        config, space, summary["best_params"], best_epoch, tokenized, tokenizer, encoder
+    )
     folder = config.run_dir / "final_model"
+    test_metrics = {key.removeprefix("test_"): value for key, value in raw_metrics.items()}
+    if state.is_main_process:
+        write_test_metrics(raw_metrics, config.run_dir / "test_metrics.json")
+        logger.info("test metrics: %s", test_metrics)
+        save_final(model, tokenizer, folder, card_context(config, summary, test_metrics, best_epoch, model, folder))
+        # After saving, so that a failing plot can never cost the trained model.
+        save_test_predictions(predictions, references, config.run_dir / TEST_PREDICTIONS_FILE)
+        write_report(study, config.run_dir, test_metrics, (predictions, references))
+        if config.push_to_hub:
+            push_folder(folder, config.push_to_hub)
+    state.wait_for_everyone()
+    return {
+        "study": config.resolved_study_name,
+        "history": summary,
+        "test_metrics": test_metrics,
+        "model_dir": str(folder),
+    }
+
+
+def card_context(config, summary, test_metrics, best_epoch, model, folder) -> dict[str, Any]:
+    """What the model card template shows about this run."""
     hyperparameters = {**summary["fixed_params"], **summary["best_params"]}
     if best_epoch is not None:
         hyperparameters["epochs_trained"] = best_epoch
-    save_final(
-        model,
-        tokenizer,
-        folder,
-        {
-            "model_name": f"{config.model_slug}-query-reward",
-            "base_model": config.model if config.model_path() == config.model else None,
-            "repo_id": config.push_to_hub or str(folder),
-            "test_metrics": test_metrics,
-            "hyperparameters": hyperparameters,
-            "best_value": summary["best_value"],
-            "n_trials": summary["n_trials"],
-            "sampler": config.sampler,
-            "max_length": model.config.max_length,
-        },
-    )
-    if config.push_to_hub:
-        push_folder(folder, config.push_to_hub)
-    return {"study": study.study_name, "history": summary, "test_metrics": test_metrics, "model_dir": str(folder)}
+    return {
+        "model_name": f"{config.model_slug}-query-reward",
+        "base_model": base_model_id(config),
+        "repo_id": config.push_to_hub or str(folder),
+        "test_metrics": test_metrics,
+        "hyperparameters": hyperparameters,
+        "best_value": summary["best_value"],
+        "n_trials": summary["n_trials"],
+        "sampler": config.sampler,
+        "max_length": model.config.max_length,
+    }
+
+
+def base_model_id(config: RunConfig) -> str | None:
+    """The Hub id of the encoder, for the card's `base_model` (None for a local folder)."""
+    if config.model == PACKAGED_MINILM:
+        return PACKAGED_MINILM_HUB_ID
+    return None if config.model_path() != config.model or Path(config.model).exists() else config.model
 
 
 __all__ = ["run_pipeline"]

@@ -10,7 +10,8 @@ Example:
     >>> study.optimize(lambda trial: trial.suggest_float("dropout", 0.0, 0.5) ** 2, n_trials=5)
     >>> records = study_plots(study, "plots")
     >>> [(name, note) for name, path, note in records if path is None]
-    [('contour', 'needs two parameters that vary in the completed trials, found 1')]
+    [('contour', 'needs two parameters that vary in the completed trials, found 1'),
+     ('intermediate_values', 'no trial has reported a per-epoch value yet')]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,16 +36,10 @@ SCORE_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TARGET_NAME = "validation MSE"
 IMPORTANCE_SEED = 42
 
-STUDY_PLOTS = (
-    "optimization_history",
-    "param_importances",
-    "parallel_coordinate",
-    "slice",
-    "contour",
-    "intermediate_values",
-    "timeline",
-)
 FINAL_MODEL_PLOTS = ("test_predictions", "test_thresholds")
+NO_VARYING_PARAMETER = "no parameter takes more than one value in the completed trials"
+# Each plot builder returns (axes, caption), or the reason the study cannot support the plot yet.
+Built = tuple[Any, str] | str
 
 
 class PlotRecord(NamedTuple):
@@ -95,12 +91,15 @@ def parameter_importances(
     return {name: float(value) for name, value in importances.items()}
 
 
-def _save(axes: Any, path: Path, dpi: int) -> Path:
-    plt = _pyplot()
-    figure = axes.flat[0].figure if isinstance(axes, np.ndarray) else axes.figure
+def _save(figure: Any, path: Path, dpi: int) -> Path:
     figure.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return path
+
+
+def _figure_of(axes: Any) -> Any:
+    """The figure of optuna's result: one Axes, or an array of them (slice, contour)."""
+    return axes.flat[0].figure if isinstance(axes, np.ndarray) else axes.figure
 
 
 def _capitalized(text: str) -> str:
@@ -111,7 +110,7 @@ def _trials_phrase(count: int, kind: str = "completed") -> str:
     return f"{count} {kind} trial{'' if count == 1 else 's'}"
 
 
-def _style_intermediate_values(axes: Any, study: optuna.Study) -> None:
+def _style_intermediate_values(axes: Any, study: optuna.Study, target_name: str) -> None:
     """One line per trial over epochs, styled by state: pruned dashed and ending in a cross, running dotted.
 
     Optuna draws each trial against the step it reported, which transformers sets to the optimizer step; that
@@ -123,10 +122,10 @@ def _style_intermediate_values(axes: Any, study: optuna.Study) -> None:
     states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
     drawn = set()
     for line in list(axes.get_lines()):
-        label = line.get_label()
-        if not label.startswith("Trial"):
+        number = line.get_label().removeprefix("Trial")
+        if not number.isdigit():
             continue
-        state = states.get(int(label.removeprefix("Trial")))
+        state = states.get(int(number))
         drawn.add(state)
         values = np.asarray(line.get_ydata(), dtype=float)
         epochs = np.arange(1, values.size + 1)
@@ -149,10 +148,127 @@ def _style_intermediate_values(axes: Any, study: optuna.Study) -> None:
         TrialState.RUNNING: Line2D([], [], color="gray", linestyle=":", label="running"),
     }
     axes.legend(handles=[handle for state, handle in handles.items() if state in drawn], loc="upper right")
-    axes.set_title(_capitalized(f"{TARGET_NAME} per epoch"))
+    axes.set_title(_capitalized(f"{target_name} per epoch"))
     axes.set_xlabel("epoch")
-    axes.set_ylabel(f"{TARGET_NAME} (reported after each epoch)")
+    axes.set_ylabel(f"{target_name} (reported after each epoch)")
     axes.xaxis.get_major_locator().set_params(integer=True)
+
+
+@dataclass(frozen=True)
+class _StudyFacts:
+    """What decides which plots a study supports, read from the storage once."""
+
+    study: optuna.Study
+    complete: list[FrozenTrial]
+    varying: list[str]
+    constant: list[str]
+    importances: dict[str, float] | None
+    importance_problem: str
+    seed: int
+    target_name: str
+
+    @classmethod
+    def read(cls, study: optuna.Study, seed: int, target_name: str) -> _StudyFacts:
+        complete = completed_trials(study)
+        varying, constant = varying_parameters(complete)
+        importances, problem = None, ""
+        if len(complete) < 2:
+            problem = f"needs at least 2 completed trials, the study has {len(complete)}"
+        elif not varying:
+            problem = NO_VARYING_PARAMETER
+        elif len({trial.value for trial in complete}) < 2:
+            problem = "every completed trial has the same value, so no parameter explains any variation"
+        else:
+            try:
+                importances = parameter_importances(study, varying, seed)
+            except RuntimeError as error:  # fANOVA found no variance to split in any tree
+                problem = f"fANOVA could not fit the trials ({error})"
+        return cls(study, complete, varying, constant, importances, problem, seed, target_name)
+
+    @property
+    def target(self) -> str:
+        return _capitalized(self.target_name)
+
+    @property
+    def constant_note(self) -> str:
+        return f" Same value in every completed trial, left out: {', '.join(self.constant)}." if self.constant else ""
+
+
+def _optimization_history(facts: _StudyFacts, optuna_plots: Any) -> Built:
+    if not facts.complete:
+        return "no completed trial yet"
+    axes = optuna_plots.plot_optimization_history(facts.study, target_name=facts.target_name)
+    return axes, f"{facts.target} of {_trials_phrase(len(facts.complete))} by trial number, with the best so far."
+
+
+def _param_importances(facts: _StudyFacts, optuna_plots: Any) -> Built:
+    if facts.importances is None:
+        return facts.importance_problem
+    axes = optuna_plots.plot_param_importances(
+        facts.study, evaluator=importance_evaluator(facts.seed), params=facts.varying, target_name=facts.target_name
+    )
+    trials = _trials_phrase(len(facts.complete))
+    return axes, f"fANOVA importances (seed {facts.seed}) over {trials}.{facts.constant_note}"
+
+
+def _parallel_coordinate(facts: _StudyFacts, optuna_plots: Any) -> Built:
+    if len(facts.complete) < 2:
+        return f"needs at least 2 completed trials, the study has {len(facts.complete)}"
+    if not facts.varying:
+        return NO_VARYING_PARAMETER
+    axes = optuna_plots.plot_parallel_coordinate(facts.study, params=facts.varying, target_name=facts.target_name)
+    axes.figure.set_size_inches(max(6.4, 1.1 * len(facts.varying) + 2), 4.8)
+    return axes, f"Each line is one of {_trials_phrase(len(facts.complete))}.{facts.constant_note}"
+
+
+def _slice(facts: _StudyFacts, optuna_plots: Any) -> Built:
+    if not facts.complete:
+        return "no completed trial yet"
+    if not facts.varying:
+        return NO_VARYING_PARAMETER
+    axes = optuna_plots.plot_slice(facts.study, params=facts.varying, target_name=facts.target_name)
+    return axes, f"{facts.target} against each parameter; darker points are later trials.{facts.constant_note}"
+
+
+def _contour(facts: _StudyFacts, optuna_plots: Any) -> Built:
+    if len(facts.varying) < 2:
+        return f"needs two parameters that vary in the completed trials, found {len(facts.varying)}"
+    if facts.importances is None:
+        return f"needs parameter importances to pick the two most important parameters: {facts.importance_problem}"
+    first, second = list(facts.importances)[:2]
+    axes = optuna_plots.plot_contour(facts.study, params=[first, second], target_name=facts.target_name)
+    return axes, f"{facts.target} over the two most important parameters, {first} and {second}."
+
+
+def _intermediate_values(facts: _StudyFacts, optuna_plots: Any) -> Built:
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    trials = facts.study.get_trials(deepcopy=False, states=states)
+    reporting = [trial for trial in trials if trial.intermediate_values]
+    if not reporting:
+        return "no trial has reported a per-epoch value yet"
+    axes = optuna_plots.plot_intermediate_values(facts.study)
+    _style_intermediate_values(axes, facts.study, facts.target_name)
+    pruned = sum(trial.state == TrialState.PRUNED for trial in reporting)
+    return axes, f"Per-epoch {facts.target_name} of {_trials_phrase(len(reporting), 'reporting')}, {pruned} pruned."
+
+
+def _timeline(facts: _StudyFacts, optuna_plots: Any) -> Built:
+    started = [trial for trial in facts.study.get_trials(deepcopy=False) if trial.datetime_start is not None]
+    if not started:
+        return "no trial has started yet"
+    return optuna_plots.plot_timeline(facts.study), f"When each of {_trials_phrase(len(started), 'started')} ran."
+
+
+STUDY_PLOT_BUILDERS: dict[str, Callable[[_StudyFacts, Any], Built]] = {
+    "optimization_history": _optimization_history,
+    "param_importances": _param_importances,
+    "parallel_coordinate": _parallel_coordinate,
+    "slice": _slice,
+    "contour": _contour,
+    "intermediate_values": _intermediate_values,
+    "timeline": _timeline,
+}
+STUDY_PLOTS = tuple(STUDY_PLOT_BUILDERS)
 
 
 def study_plots(
@@ -167,7 +283,7 @@ def study_plots(
 
     RUNNING trials appear only in the timeline and the intermediate values (dotted), never as finished trials.
     """
-    plt = _pyplot()
+    _pyplot()  # before optuna's plotting module imports pyplot
     import matplotlib
     from optuna.visualization import matplotlib as optuna_plots
 
@@ -175,102 +291,18 @@ def study_plots(
         raise ValueError(f"study {study.study_name!r} has several objectives; these plots need a single one")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    complete = completed_trials(study)
-    varying, constant = varying_parameters(complete)
-    constant_note = f" Constant, left out: {', '.join(constant)}." if constant else ""
-    distinct_values = {trial.value for trial in complete}
-    importances: dict[str, float] | None = None
-    importance_problem = ""
-    if len(complete) < 2:
-        importance_problem = f"needs at least 2 completed trials, the study has {len(complete)}"
-    elif not varying:
-        importance_problem = "no parameter takes more than one value in the completed trials"
-    elif len(distinct_values) < 2:
-        importance_problem = "every completed trial has the same value, so no parameter explains any variation"
-    else:
-        try:
-            importances = parameter_importances(study, varying, seed)
-        except RuntimeError as error:  # fANOVA finds no variance to split
-            importance_problem = f"fANOVA could not fit the trials ({error})"
-
-    def history() -> tuple[Any, str] | str:
-        if not complete:
-            return "no completed trial yet"
-        axes = optuna_plots.plot_optimization_history(study, target_name=target_name)
-        return axes, f"{_capitalized(target_name)} of {_trials_phrase(len(complete))} by trial number, with the best so far."
-
-    def param_importances() -> tuple[Any, str] | str:
-        if importances is None:
-            return importance_problem
-        axes = optuna_plots.plot_param_importances(
-            study, evaluator=importance_evaluator(seed), params=varying, target_name=target_name
-        )
-        note = f"fANOVA importances (seed {seed}) over {_trials_phrase(len(complete))}.{constant_note}"
-        return axes, note
-
-    def parallel_coordinate() -> tuple[Any, str] | str:
-        if len(complete) < 2:
-            return f"needs at least 2 completed trials, the study has {len(complete)}"
-        if not varying:
-            return "no parameter takes more than one value in the completed trials"
-        axes = optuna_plots.plot_parallel_coordinate(study, params=varying, target_name=target_name)
-        axes.figure.set_size_inches(max(6.4, 1.1 * len(varying) + 2), 4.8)
-        return axes, f"Each line is one of {_trials_phrase(len(complete))}.{constant_note}"
-
-    def slice_plot() -> tuple[Any, str] | str:
-        if not varying:
-            if not complete:
-                return "no completed trial yet"
-            return "no parameter takes more than one value in the completed trials"
-        axes = optuna_plots.plot_slice(study, params=varying, target_name=target_name)
-        return axes, f"{_capitalized(target_name)} against each parameter; darker points are later trials.{constant_note}"
-
-    def contour() -> tuple[Any, str] | str:
-        if len(varying) < 2:
-            return f"needs two parameters that vary in the completed trials, found {len(varying)}"
-        if importances is None:
-            return f"needs parameter importances to pick the two most important parameters: {importance_problem}"
-        top = list(importances)[:2]
-        axes = optuna_plots.plot_contour(study, params=top, target_name=target_name)
-        return axes, f"{_capitalized(target_name)} over the two most important parameters, {top[0]} and {top[1]}."
-
-    def intermediate_values() -> tuple[Any, str] | str:
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        reporting = [trial for trial in study.get_trials(deepcopy=False, states=states) if trial.intermediate_values]
-        if not reporting:
-            return "no trial has reported a per-epoch value yet"
-        axes = optuna_plots.plot_intermediate_values(study)
-        _style_intermediate_values(axes, study)
-        pruned = sum(trial.state == TrialState.PRUNED for trial in reporting)
-        return axes, f"Per-epoch {target_name} of {_trials_phrase(len(reporting), 'reporting')}, {pruned} pruned."
-
-    def timeline() -> tuple[Any, str] | str:
-        started = [trial for trial in study.get_trials(deepcopy=False) if trial.datetime_start is not None]
-        if not started:
-            return "no trial has started yet"
-        return optuna_plots.plot_timeline(study), f"When each of {_trials_phrase(len(started), 'started')} ran."
-
-    builders: dict[str, Callable[[], tuple[Any, str] | str]] = {
-        "optimization_history": history,
-        "param_importances": param_importances,
-        "parallel_coordinate": parallel_coordinate,
-        "slice": slice_plot,
-        "contour": contour,
-        "intermediate_values": intermediate_values,
-        "timeline": timeline,
-    }
+    facts = _StudyFacts.read(study, seed, target_name)
     records = []
-    for name in STUDY_PLOTS:
+    for name, build in STUDY_PLOT_BUILDERS.items():
         # Optuna's plots switch to the ggplot style globally; the context gives the caller its style back.
         with matplotlib.rc_context(), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            built = builders[name]()
+            built = build(facts, optuna_plots)
             if isinstance(built, str):
                 records.append(PlotRecord(name, None, built))
-                continue
-            axes, note = built
-            records.append(PlotRecord(name, _save(axes, folder / f"{name}.png", dpi), note))
-    plt.close("all")
+            else:
+                axes, caption = built
+                records.append(PlotRecord(name, _save(_figure_of(axes), folder / f"{name}.png", dpi), caption))
     return records
 
 
@@ -314,7 +346,9 @@ def threshold_curve(
     }
 
 
-def _predictions_figure(predicted: np.ndarray, true: np.ndarray, levels: Sequence[float], seed: int) -> Any:
+def _predictions_figure(
+    predicted: np.ndarray, true: np.ndarray, levels: Sequence[float], threshold: float, seed: int
+) -> tuple[Any, str]:
     plt = _pyplot()
     level_array = np.asarray(levels, dtype=np.float64)
     nearest = level_array[np.argmin(np.abs(true[:, None] - level_array[None, :]), axis=1)]
@@ -326,21 +360,19 @@ def _predictions_figure(predicted: np.ndarray, true: np.ndarray, levels: Sequenc
     means = [float(np.mean(predicted[nearest == level])) for level in present]
     spreads = [float(np.std(predicted[nearest == level])) for level in present]
     counts = [int(np.sum(nearest == level)) for level in present]
-    axes.errorbar(
-        present, means, yerr=spreads, fmt="o-", color="tab:red", capsize=4, label="mean prediction ± 1 std"
-    )
-    for level, mean, count in zip(present, means, counts):
+    axes.errorbar(present, means, yerr=spreads, fmt="o-", color="tab:red", capsize=4, label="mean prediction ± 1 std")
+    for level, mean, count in zip(present, means, counts, strict=True):
         axes.annotate(f"n={count}", (level, mean), textcoords="offset points", xytext=(6, -12), fontsize=8)
     low = min(0.0, float(np.min(predicted)), float(level_array.min()))
     high = max(1.0, float(np.max(predicted)), float(level_array.max()))
     axes.plot([low, high], [low, high], color="gray", linestyle="--", linewidth=1, label="prediction = true")
-    axes.axhline(PAPER_THRESHOLD, color="tab:green", linestyle=":", linewidth=1, label=f"{PAPER_THRESHOLD} threshold")
+    axes.axhline(threshold, color="tab:green", linestyle=":", linewidth=1, label=f"{threshold} threshold")
     axes.set_xticks(level_array)
     axes.set_xlabel("true score (mean of the raters' judgements)")
     axes.set_ylabel("predicted score")
     axes.set_title(f"Predicted vs true score on test (n={true.size})")
     axes.legend(loc="upper left", fontsize=8)
-    return figure
+    return figure, "Mean prediction (± 1 std) for each true score; dots: single queries, spread sideways."
 
 
 def _thresholds_figure(predicted: np.ndarray, true: np.ndarray, threshold: float) -> tuple[Any, str]:
@@ -388,22 +420,18 @@ def final_model_plots(
         raise ValueError(f"{predicted.size} predictions for {true.size} references: they must pair up one to one")
     if predicted.size == 0:
         return [PlotRecord(name, None, "no test predictions") for name in FINAL_MODEL_PLOTS]
-    plt = _pyplot()
+    _pyplot()
     import matplotlib
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    records = []
     with matplotlib.rc_context():
-        figure = _predictions_figure(predicted, true, levels, seed)
-        path = folder / "test_predictions.png"
-        figure.savefig(path, dpi=dpi, bbox_inches="tight")
-        plt.close(figure)
-        records = [PlotRecord("test_predictions", path, "Mean prediction (± 1 std) for each true score; dots: queries.")]
-        figure, note = _thresholds_figure(predicted, true, threshold)
-        path = folder / "test_thresholds.png"
-        figure.savefig(path, dpi=dpi, bbox_inches="tight")
-        plt.close(figure)
-        records.append(PlotRecord("test_thresholds", path, note))
+        for name, (figure, caption) in (
+            ("test_predictions", _predictions_figure(predicted, true, levels, threshold, seed)),
+            ("test_thresholds", _thresholds_figure(predicted, true, threshold)),
+        ):
+            records.append(PlotRecord(name, _save(figure, folder / f"{name}.png", dpi), caption))
     return records
 
 

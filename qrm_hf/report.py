@@ -15,7 +15,6 @@ import datetime
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
+from .storage import JOURNAL_PREFIX, StorageError, make_storage, redact
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
@@ -240,11 +240,12 @@ def _wall_time(summary: StudySummary) -> str:
 def render_report(
     summary: StudySummary,
     verdict: ConvergenceVerdict,
-    plot_records: Sequence[PlotRecord],
+    study_records: Sequence[PlotRecord],
     run_dir: Path,
     test_metrics: dict[str, Any] | None = None,
+    test_records: Sequence[PlotRecord] = (),
 ) -> str:
-    """The Markdown text of report.md."""
+    """The Markdown text of report.md; plot links are relative to `run_dir`, the report's folder."""
     counts = summary.counts
     lines = [f"# Search report: {summary.study_name}", "", "## Study", ""]
     lines += _table(
@@ -268,8 +269,6 @@ def render_report(
             lines += ["### Best trial's training", ""]
             lines += [*_table(("attribute", "value"), list(best.user_attrs.items())), ""]
     lines += ["## Convergence", "", verdict.message, ""]
-    study_records = [record for record in plot_records if not record.name.startswith("test_")]
-    test_records = [record for record in plot_records if record.name.startswith("test_")]
     lines += ["## Plots", "", *_plot_section(study_records, run_dir)]
     if test_metrics is not None or test_records:
         lines += ["## Final model on test", ""]
@@ -294,11 +293,11 @@ def write_report(
     """
     run_dir = Path(run_dir)
     plots_dir = run_dir / PLOTS_FOLDER
-    records = study_plots(study, plots_dir, seed=seed)
-    if predictions is not None:
-        predicted, references = predictions
-        records += final_model_plots(predicted, references, plots_dir)
-    text = render_report(summarize(study), convergence_verdict(study), records, run_dir, test_metrics)
+    study_records = study_plots(study, plots_dir, seed=seed)
+    test_records = final_model_plots(*predictions, plots_dir) if predictions is not None else []
+    text = render_report(
+        summarize(study), convergence_verdict(study), study_records, run_dir, test_metrics, test_records
+    )
     path = run_dir / "report.md"
     path.write_text(text, encoding="utf-8")
     return path
@@ -322,35 +321,38 @@ def load_test_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["predictions"], dtype=np.float64), np.asarray(data["references"], dtype=np.float64)
 
 
-def _hide_password(storage: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", storage)
-
-
-def _sqlite_path(storage: str) -> Path | None:
-    if not storage.startswith("sqlite:///") or storage == "sqlite:///:memory:":
-        return None
-    return Path(storage.removeprefix("sqlite:///").split("?", 1)[0])
+def _storage_file(storage: str) -> Path | None:
+    """The file behind a SQLite or journal URL; None for a database server (or SQLite in memory)."""
+    if storage.startswith(JOURNAL_PREFIX):
+        return Path(storage.removeprefix(JOURNAL_PREFIX))
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        return Path(storage.removeprefix("sqlite:///").split("?", 1)[0])
+    return None
 
 
 def load_existing_study(storage: str, study_name: str) -> optuna.Study:
-    """Load a study that must exist; otherwise raise StudyNotFoundError naming it and the studies there are."""
-    database = _sqlite_path(storage)
-    if database is not None and not database.is_file():
-        # Opening a missing SQLite file would create an empty database there.
-        raise StudyNotFoundError(f"study {study_name!r} not found: no SQLite database at {database}")
-    names = sorted(optuna.get_all_study_names(storage))
+    """Load a study that must exist; otherwise raise StudyNotFoundError naming it and the studies there are.
+
+    `storage` is any URL that `qrm_hf.storage.make_storage` takes: sqlite:///, postgresql://, journal:///.
+    The study is only read, so a report can run beside the workers that are still adding trials.
+    """
+    path = _storage_file(storage)
+    if path is not None and not path.is_file():
+        # Opening a missing file would create an empty storage there.
+        raise StudyNotFoundError(f"study {study_name!r} not found: no storage file at {path}")
+    backend = make_storage(storage, heartbeat_interval=None)
+    names = sorted(optuna.get_all_study_names(backend))
     if study_name not in names:
         available = ", ".join(names) if names else "none (the storage holds no study)"
-        raise StudyNotFoundError(
-            f"study {study_name!r} not found in {_hide_password(storage)}; available studies: {available}"
-        )
-    return optuna.load_study(study_name=study_name, storage=storage)
+        raise StudyNotFoundError(f"study {study_name!r} not found in {redact(storage)}; available studies: {available}")
+    return optuna.load_study(study_name=study_name, storage=backend)
 
 
 def default_output_dir(storage: str, study_name: str) -> Path:
-    """The SQLite file's folder (the run's folder, for the pipeline's default storage), else results/<study>."""
-    database = _sqlite_path(storage)
-    return database.parent if database is not None else Path("results") / study_name
+    """The storage file's folder (the run's folder, for the pipeline's default SQLite storage), else
+    results/<study name>."""
+    path = _storage_file(storage)
+    return path.parent if path is not None else Path("results") / study_name
 
 
 def rebuild_report(
@@ -371,12 +373,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Rebuild a search's plots and report.md from its Optuna storage (also while it runs)."
     )
-    parser.add_argument("--storage", required=True, help="Optuna storage URL, e.g. sqlite:///results/m/study.db.")
+    parser.add_argument(
+        "--storage",
+        required=True,
+        help="Optuna storage URL: sqlite:///results/m/study.db, postgresql+psycopg2://user@host/db or "
+        "journal:///path/study.log.",
+    )
     parser.add_argument("--study-name", required=True, help="Name of the study in the storage.")
     parser.add_argument(
         "--output-dir",
         default=None,
-        help="Folder for report.md and plots/ (default: the SQLite file's folder, else results/<study name>).",
+        help="Folder for report.md and plots/ (default: the storage file's folder, else results/<study name>).",
     )
     parser.add_argument(
         "--seed", type=int, default=IMPORTANCE_SEED, help="Seed of the fANOVA importances (default: %(default)s)."
@@ -385,13 +392,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    """`scripts/report.py`: exit 0 with the report's path printed, 2 when the study is not found."""
+    """`scripts/report.py`: exit 0 with the report's path printed, 2 when the storage or study is not found."""
     args = make_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         path = rebuild_report(args.storage, args.study_name, args.output_dir, seed=args.seed)
-    except StudyNotFoundError as error:
-        print(f"error: {error.args[0]}", file=sys.stderr)
+    except (StudyNotFoundError, StorageError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(path)
     return 0

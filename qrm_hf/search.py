@@ -14,7 +14,9 @@ from typing import Any
 
 import optuna
 import torch
+from accelerate.utils import broadcast_object_list
 from datasets import DatasetDict
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
@@ -24,6 +26,7 @@ from .metrics import compute_metrics
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
 from .search_space import SearchSpace
+from .storage import make_storage, storage_url_for_log
 from .trainer import PerTrialEarlyStopping, QRMTrainer
 from .training_args import QRMTrainingArguments
 
@@ -147,16 +150,50 @@ def base_training_arguments(
     return QRMTrainingArguments(**defaults)
 
 
-def open_study(config: RunConfig, space: SearchSpace) -> optuna.Study:
-    """Create or load the run's study; `force` deletes a study of the same name first."""
-    storage = config.resolved_storage
-    if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+class StudyMismatchError(ValueError):
+    """An existing study that this run must not continue: another direction or another search space."""
+
+
+def check_study_matches(study: optuna.Study, space: SearchSpace) -> None:
+    """Refuse to add trials to a study that optimizes another way or was searched over another space."""
+    if study.direction != optuna.study.StudyDirection.MINIMIZE:
+        raise StudyMismatchError(
+            f"study {study.study_name!r} {study.direction.name.lower()}s its objective; qrm_hf minimizes the "
+            "validation MSE: choose another --study-name (or --force to replace it)"
+        )
+    expected = space.distributions()
+    for trial in study.get_trials(deepcopy=False):
+        if not trial.distributions:
+            continue
+        stored = trial.distributions
+        differences = [
+            f"{name}: stored {stored.get(name)!r}, now {expected.get(name)!r}"
+            for name in sorted(set(stored) | set(expected))
+            if stored.get(name) != expected.get(name)
+        ]
+        if differences:
+            raise StudyMismatchError(
+                f"study {study.study_name!r} was searched over another space ({'; '.join(differences)}): "
+                "choose another --study-name, restore the space, or --force to start again"
+            )
+        return
+
+
+def open_study(config: RunConfig, space: SearchSpace, storage: BaseStorage | None = None) -> optuna.Study:
+    """Create or load the run's study; `force` deletes a study of the same name first.
+
+    Every check (storage reachable, direction, search space) happens before any trial runs, and none of them
+    writes to an existing study.
+    """
+    if storage is None:
+        storage = make_storage(
+            config.resolved_storage, config.heartbeat_interval, config.grace_period, config.max_retry
+        )
     name = config.resolved_study_name
     if config.force and name in optuna.get_all_study_names(storage):
-        logger.warning("--force: deleting study %r in %s", name, storage)
+        logger.warning("--force: deleting study %r in %s", name, storage_url_for_log(storage))
         optuna.delete_study(study_name=name, storage=storage)
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=storage,
         study_name=name,
         direction="minimize",
@@ -164,6 +201,15 @@ def open_study(config: RunConfig, space: SearchSpace) -> optuna.Study:
         sampler=make_sampler(config.sampler, config.seed, space),
         pruner=make_pruner(config.pruner),
     )
+    check_study_matches(study, space)
+    return study
+
+
+def _all_ranks_agree(value: Any, args: QRMTrainingArguments) -> Any:
+    """Rank 0's `value` on every rank of a distributed run (the value itself otherwise)."""
+    if args.world_size == 1:
+        return value
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def run_search(
@@ -172,27 +218,42 @@ def run_search(
     tokenized: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     encoder: PreTrainedModel | None = None,
-) -> optuna.Study:
-    """Run the trials the study still misses, then return the study."""
-    study = open_study(config, space)
-    missing = config.n_trials - len(finished_trials(study))
-    if missing <= 0:
-        logger.info("study %r already holds %d finished trials: no search", study.study_name, config.n_trials)
+) -> optuna.Study | None:
+    """Run trials until the study holds `n_trials` finished trials, then return it (None on ranks > 0).
+
+    Trials run one `hyperparameter_search` call at a time, and a new one starts only while the study (shared
+    by every worker) still misses finished trials: the target overshoots by at most workers - 1. Under DDP,
+    rank 0 drives Optuna and the other ranks train the same trials.
+    """
+    # The arguments set up the distributed state (gloo on CPUs, NCCL on GPUs): build them first.
+    args = base_training_arguments(config, space, config.run_dir / "trials")
+    main = args.process_index == 0
+    storage = study = None
+    if main:
+        storage = make_storage(
+            config.resolved_storage, config.heartbeat_interval, config.grace_period, config.max_retry
+        )
+        study = open_study(config, space, storage)
+        missing = config.n_trials - len(finished_trials(study))
+        if missing <= 0:
+            logger.info("study %r already holds %d finished trials: no search", study.study_name, config.n_trials)
+        else:
+            logger.info("study %r: %d finished trials missing", study.study_name, missing)
+    if not _all_ranks_agree(main and len(finished_trials(study)) < config.n_trials, args):
         return study
-    logger.info("study %r: running %d more trials", study.study_name, missing)
 
     torch.set_float32_matmul_precision("high")
-    args = base_training_arguments(config, space, config.run_dir / "trials")
     if encoder is None:
         encoder = AutoModel.from_pretrained(config.model_path())
-    model_init = ModelFactory(encoder, space, args.max_length)
     collator = QueryCollator(tokenizer, max_length=args.max_length, pad_to_multiple_of=8 if args.bf16 else None)
-    progress = TrialProgress(study, config.n_trials)
-    callbacks: list[TrainerCallback] = [progress]
+    callbacks: list[TrainerCallback] = []
+    progress = TrialProgress(study, config.n_trials) if main else None
+    if progress is not None:
+        callbacks.append(progress)
     if args.early_stopping_patience is not None:
         callbacks.append(PerTrialEarlyStopping(early_stopping_patience=args.early_stopping_patience))
     trainer = QRMTrainer(
-        model_init=model_init,
+        model_init=ModelFactory(encoder, space, args.max_length),
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["dev"],
@@ -201,26 +262,37 @@ def run_search(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
-    started = time.perf_counter()
+    started = time.monotonic()
+
+    def wanted() -> bool:
+        in_time = config.timeout is None or time.monotonic() - started < config.timeout
+        return main and in_time and len(finished_trials(study)) < config.n_trials
+
     try:
-        trainer.hyperparameter_search(
-            hp_space=lambda trial: SearchSpace.training_arguments(space.suggest(trial)),
-            compute_objective=lambda metrics: metrics["eval_mse"],
-            n_trials=missing,
-            direction="minimize",
-            backend="optuna",
-            hp_name=lambda trial: f"trial-{trial.number}",
-            timeout=config.timeout,
-            study_name=study.study_name,
-            storage=config.resolved_storage,
-            load_if_exists=True,
-            sampler=study.sampler,
-            pruner=study.pruner,
-            gc_after_trial=True,
-        )
+        while _all_ranks_agree(wanted(), args):
+            try:
+                trainer.hyperparameter_search(
+                    hp_space=lambda trial: SearchSpace.training_arguments(space.suggest(trial)),
+                    compute_objective=lambda metrics: metrics["eval_mse"],
+                    n_trials=1,
+                    direction="minimize",
+                    backend="optuna",
+                    hp_name=lambda trial: f"trial-{trial.number}",
+                    study_name=config.resolved_study_name,
+                    storage=storage,
+                    load_if_exists=True,
+                    sampler=study.sampler if main else None,
+                    pruner=study.pruner if main else None,
+                    gc_after_trial=True,
+                )
+            except ValueError as error:
+                # transformers asks the study for its best trial after each call: none yet if all were pruned.
+                if not (main and "No trials are completed yet" in str(error)):
+                    raise
     finally:
-        progress.close()
-        logger.info("search ran %.1fs", time.perf_counter() - started)
+        if progress is not None:
+            progress.close()
+        logger.info("search ran %.1fs", time.monotonic() - started)
     return study
 
 
@@ -257,6 +329,8 @@ __all__ = [
     "history",
     "make_pruner",
     "make_sampler",
+    "StudyMismatchError",
+    "check_study_matches",
     "open_study",
     "run_search",
     "write_history",

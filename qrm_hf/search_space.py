@@ -99,6 +99,16 @@ class Parameter:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution `suggest` draws from (to check a stored study against this space)."""
+        if self.type == "categorical":
+            return optuna.distributions.CategoricalDistribution(list(self.choices))
+        if self.type == "int":
+            return optuna.distributions.IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
+        return optuna.distributions.FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
     def grid(self) -> list:
         """Every value of a finite parameter, for grid search."""
         if self.type == "categorical":
@@ -186,6 +196,9 @@ class SearchSpace:
             if parameter.name == name:
                 return parameter.largest()
         return self.fixed.get(name, default)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        return {parameter.name: parameter.distribution() for parameter in self.parameters}
 
     def grid(self) -> dict[str, list]:
         return {parameter.name: parameter.grid() for parameter in self.parameters}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -11,6 +12,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerState
 from .training_args import QRMTrainingArguments
 
 HEAD_PREFIX = "head."
+logger = logging.getLogger(__name__)
 
 
 class QRMTrainer(Trainer):
@@ -58,14 +60,13 @@ class QRMTrainer(Trainer):
         (transformers keeps the last evaluation's) and the trial records how its training went."""
         import optuna
 
-        try:
-            output = super().train(*args, trial=trial, **kwargs)
-        except optuna.TrialPruned:
-            self._record_trial(trial, pruned=True)
-            raise
+        self._prune_requested = False
+        output = super().train(*args, trial=trial, **kwargs)
         if self.hp_search_backend is not None:
             self.objective = best_validation_mse(self.state.log_history)
-            self._record_trial(trial, pruned=False, metrics=output.metrics)
+            self._record_trial(trial, pruned=self._prune_requested, metrics=output.metrics)
+            if self._prune_requested and isinstance(trial, optuna.Trial):
+                raise optuna.TrialPruned(f"pruned after epoch {round(self.state.epoch or 0)}")
         return output
 
     def _record_trial(self, trial: Any, pruned: bool, metrics: dict | None = None) -> None:
@@ -77,14 +78,35 @@ class QRMTrainer(Trainer):
             trial.set_user_attr(key, value)
 
     def _report_to_hp_search(self, trial: Any, step: int, metrics: dict[str, float]) -> None:
-        # Report per epoch, not per optimizer step: trials with other batch sizes then share the pruner's
-        # x-axis (MedianPruner compares trials at equal steps) and the history reads as validation-MSE-per-epoch.
+        """Report the epoch's validation MSE to Optuna and stop the trial gracefully when it is to be pruned.
+
+        Reported per epoch, not per optimizer step, so trials with other batch sizes share the pruner's x-axis.
+        Under DDP the decision of rank 0 is broadcast and every rank stops at the same point: transformers
+        raises TrialPruned on rank 0 alone, leaving the other ranks waiting in a collective.
+        """
+        import optuna
+
+        if self.hp_search_backend is None or trial is None:
+            return
+        self.objective = self.compute_objective(metrics.copy())
         epoch = round(self.state.epoch) if self.state.epoch is not None else step
-        super()._report_to_hp_search(trial, epoch, metrics)
+        prune = False
+        if isinstance(trial, optuna.Trial):
+            trial.report(self.objective, epoch)
+            prune = trial.should_prune()
+        if self.args.world_size > 1:
+            from accelerate.utils import broadcast_object_list
+
+            prune = broadcast_object_list([prune], from_process=0)[0]
+        if prune:
+            self._prune_requested = True
+            self.control.should_training_stop = True
 
     def _hp_search_setup(self, trial: Any) -> None:
         # Transformers applies a trial's values to `self.args` here; the collator must follow max_length.
         super()._hp_search_setup(trial)
+        if trial is not None:
+            logger.info("rank %d, trial %s: %s", self.args.process_index, getattr(trial, "number", "?"), trial.params)
         if hasattr(self.data_collator, "max_length"):
             self.data_collator.max_length = self.args.max_length
 

@@ -7,3 +7,12 @@ python3 -m venv .venv
 # A pinned torch first: on a CPU machine an unpinned one would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet "torch==${QRM_TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The storage tests start a private PostgreSQL server from Debian's server binaries.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "note: install the PostgreSQL server (e.g. apt-get install postgresql) for the storage tests" >&2
+    fi
+fi

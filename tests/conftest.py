@@ -99,3 +99,39 @@ def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
     torch.manual_seed(0)
     model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict()))
     return save_reward_model(model, tokenizer, tmp_path_factory.mktemp("reward-model"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (fails, never skips, without the binaries)."""
+    from _postgres import postgres_server
+
+    try:
+        with postgres_server() as url:
+            yield url
+    except RuntimeError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture
+def run_config_file(tmp_path, data_dir, tiny_encoder_dir):
+    """Write a quickstart-shaped YAML run on the tiny model and a small slice of the real data."""
+    import yaml
+
+    def write(name: str = "run.yaml", **values) -> Path:
+        config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+        config.update(
+            model=str(tiny_encoder_dir),
+            data=str(data_dir),
+            output_dir=str(tmp_path / "results"),
+            max_train_samples=96,
+            max_eval_samples=48,
+            max_test_samples=48,
+            n_trials=2,
+        )
+        config.update(values)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write

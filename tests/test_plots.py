@@ -167,14 +167,17 @@ def test_constant_parameters_are_left_out(tmp_path):
     study = make_study(tmp_path / "study.db", n_trials=5, objective=lambda trial: fake_training(trial, space))
     records = by_name(study_plots(study, tmp_path / "plots"))
     assert_png(records["param_importances"].path)
-    assert "Constant, left out: activation, dropout." in records["param_importances"].note
+    assert "Same value in every completed trial, left out: activation, dropout." in records["param_importances"].note
     assert_png(records["slice"].path)
     assert records["contour"].path is None
     assert "two parameters that vary in the completed trials, found 1" in records["contour"].note
 
 
 def test_only_constant_parameters_skip_every_parameter_plot(tmp_path):
-    space = {"activation": {"type": "categorical", "choices": ["gelu"]}, "num_epochs": {"type": "int", "low": 3, "high": 3}}
+    space = {
+        "activation": {"type": "categorical", "choices": ["gelu"]},
+        "num_epochs": {"type": "int", "low": 3, "high": 3},
+    }
     study = make_study(tmp_path / "study.db", n_trials=4, objective=lambda trial: fake_training(trial, space))
     records = by_name(study_plots(study, tmp_path / "plots"))
     for name in ("param_importances", "parallel_coordinate", "slice", "contour"):
@@ -206,7 +209,8 @@ def test_empty_study_skips_everything(tmp_path):
 
 
 def test_running_trial_is_not_plotted_as_finished(tmp_path):
-    study = make_study(tmp_path / "study.db", n_trials=3)
+    space = {name: SEARCH_SPACE[name] for name in ("dropout", "num_epochs")}
+    study = make_study(tmp_path / "study.db", n_trials=3, objective=lambda trial: fake_training(trial, space))
     running = study.ask()
     running.suggest_float("dropout", 0.0, 0.5)
     running.report(0.5, step=STEPS_PER_EPOCH)

@@ -258,5 +258,21 @@ def test_script_names_the_missing_study_and_lists_the_others(small_run, capsys):
 def test_script_does_not_create_a_missing_database(tmp_path, capsys):
     missing = tmp_path / "typo.db"
     assert load_script("report").main(["--storage", f"sqlite:///{missing}", "--study-name", "qrm"]) == 2
-    assert f"no SQLite database at {missing}" in capsys.readouterr().err
+    assert f"no storage file at {missing}" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_script_reads_a_journal_storage(tmp_path, capsys):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    log = tmp_path / "study.log"
+    study = optuna.create_study(storage=JournalStorage(JournalFileBackend(str(log))), study_name="journal-qrm")
+    study.optimize(make_objective({"dropout": SEARCH_SPACE["dropout"]}), n_trials=4)
+    assert load_script("report").main(["--storage", f"journal://{log}", "--study-name", "journal-qrm"]) == 0
+    assert table((tmp_path / "report.md").read_text(), "trials")["total"] == "4"
+
+
+def test_script_rejects_a_storage_that_is_not_a_url(capsys):
+    assert load_script("report").main(["--storage", "results/m/study.db", "--study-name", "qrm"]) == 2
+    assert "is not a storage URL" in capsys.readouterr().err

@@ -55,6 +55,11 @@ def test_search_script_runs_the_whole_pipeline(tmp_path, data_dir, tiny_encoder_
     printed = json.loads(out[out.rindex('{\n  "test_metrics"') :])
     assert printed["test_metrics"]["mse"] == pytest.approx(metrics["mse"])
 
+    report = (run_dir / "report.md").read_text()
+    assert f"{history['best_value']!r}" in report
+    assert (run_dir / "plots" / "optimization_history.png").is_file()
+    assert (run_dir / "plots" / "test_thresholds.png").is_file()
+
     folder = run_dir / "final_model"
     card = (folder / "README.md").read_text()
     assert "reward-model" in card and "model-index" in card and f"{metrics['mse']:.4f}" in card

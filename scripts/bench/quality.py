@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.data, max_train_samples=args.max_train_samples)
         tokenized = tokenize_splits(splits, tokenizer, values["max_length"])
         started = time.perf_counter()
-        _, metrics = train_final(
+        _, metrics, _ = train_final(
             config, space, {}, None, tokenized, tokenizer, AutoModel.from_pretrained(config.model_path())
         )
         seconds = time.perf_counter() - started

@@ -1,0 +1,83 @@
+"""Storages by URL, and bad storages or studies refused before any training, leaving existing studies intact."""
+
+import importlib.util
+import socket
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def search_main(argv):
+    spec = importlib.util.spec_from_file_location("search_script", REPO / "scripts" / "search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_malformed_storage_url_is_refused(run_config_file, capsys):
+    assert search_main(["--config", str(run_config_file()), "--storage", "sqlite//no-slashes.db"]) == 2
+    assert "is not a storage URL" in capsys.readouterr().err
+
+
+def test_unreachable_database_is_refused_with_password_hidden(run_config_file, capsys):
+    url = f"postgresql+psycopg2://qrm:hunter2@127.0.0.1:{free_port()}/optuna"
+    assert search_main(["--config", str(run_config_file()), "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "cannot connect" in err and "hunter2" not in err and "***" in err
+
+
+def existing_study(tmp_path, direction="minimize", distribution=None):
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    study = optuna.create_study(storage=storage, study_name="shared", direction=direction)
+    study.add_trial(
+        optuna.create_trial(
+            params={"dropout": 0.1},
+            distributions={"dropout": distribution or optuna.distributions.FloatDistribution(0, 1)},
+            value=0.5,
+        )
+    )
+    return storage
+
+
+@pytest.mark.parametrize(
+    ("direction", "distribution", "message"),
+    [
+        ("maximize", None, "maximizes its objective"),
+        ("minimize", optuna.distributions.FloatDistribution(0.0, 0.9), "was searched over another space"),
+    ],
+)
+def test_incompatible_existing_study_is_refused_and_untouched(
+    tmp_path, run_config_file, capsys, direction, distribution, message
+):
+    storage = existing_study(tmp_path, direction, distribution)
+    before = optuna.load_study(study_name="shared", storage=storage).trials
+    code = search_main(["--config", str(run_config_file()), "--storage", storage, "--study-name", "shared"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    after = optuna.load_study(study_name="shared", storage=storage)
+    assert after.trials == before
+    assert after.direction.name.lower() == direction
+
+
+def test_journal_storage_on_a_shared_file_system(tmp_path, run_config_file):
+    assert (
+        search_main(
+            ["--config", str(run_config_file()), "--storage", f"journal://{tmp_path}/study.log", "--search-only"]
+        )
+        == 0
+    )
+    journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "study.log")))
+    (name,) = optuna.get_all_study_names(journal)
+    study = optuna.load_study(study_name=name, storage=journal)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    assert not (tmp_path / "results" / "tiny-modernbert0" / "final_model").exists()  # --search-only

@@ -1,0 +1,151 @@
+"""Studies past one process: workers sharing a PostgreSQL study, a worker killed mid-trial, DDP in one trial.
+
+Every worker is a real `scripts/search.py` process, as a user starts it.
+"""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def worker(config: Path, *flags: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "search.py"), "--config", str(config), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 240) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgres_study(run_config_file, postgres_url):
+    config = run_config_file(n_trials=4, storage=postgres_url, study_name="shared")
+    workers = [worker(config, "--search-only") for _ in range(2)]
+    for process in workers:
+        finish(process)
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    finished = study.get_trials(states=FINISHED)
+    assert 4 <= len(finished) <= 4 + (len(workers) - 1)
+    numbers = [trial.number for trial in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert all(trial.params and trial.value is not None for trial in finished)
+
+    # The same command without --search-only: the target is met, so it goes straight to the final model.
+    output = finish(worker(config))
+    assert len(optuna.load_study(study_name="shared", storage=postgres_url).trials) == len(study.trials)
+    assert '"model_dir"' in output
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_failed_and_retried(tmp_path, run_config_file):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    config = run_config_file(
+        n_trials=3,
+        storage=storage,
+        study_name="crash",
+        max_train_samples=192,
+        search_space={
+            "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+            "num_epochs": 3,
+            "batch_size": 16,
+            "max_length": 32,
+            "pooling": "mean",
+        },
+    )
+    flags = ("--heartbeat-interval", "1", "--grace-period", "3")
+    first = worker(config, *flags)
+    deadline = time.monotonic() + 120
+    running = []
+    while not running and time.monotonic() < deadline:
+        time.sleep(0.3)
+        with contextlib.suppress(KeyError):  # the study is not created yet
+            running = optuna.load_study(study_name="crash", storage=storage).get_trials(states=(TrialState.RUNNING,))
+    assert running, "no trial started"
+    time.sleep(1.0)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    killed = running[0]
+    time.sleep(4)  # past the grace period: the killed trial's heartbeat is stale
+
+    finish(worker(config, *flags))
+    study = optuna.load_study(study_name="crash", storage=storage)
+    by_number = {trial.number: trial for trial in study.trials}
+    assert by_number[killed.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(study.get_trials(states=FINISHED)) == 3
+    history = json.loads((tmp_path / "results" / "tiny-modernbert0" / "optimization_history.json").read_text())
+    assert [entry["trial"] for entry in history["optimization_history"]] == [t.number for t in complete]
+    assert history["best_value"] == study.best_value
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trials_with_pruning(tmp_path, run_config_file):
+    """accelerate launch with 2 CPU processes (gloo): both ranks train each trial; pruning does not hang."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    space = {
+        "learning_rate": {"type": "categorical", "choices": [0.002, 1.0e-9]},
+        "num_epochs": 3,
+        "batch_size": 16,
+        "max_length": 32,
+        "pooling": "mean",
+        "head_lr_multiplier": 10.0,
+    }
+    config = run_config_file(n_trials=6, storage=storage, study_name="ddp", pruner="median", search_space=space)
+    study = optuna.create_study(storage=storage, study_name="ddp")
+    for rate in [0.002] * 4 + [1.0e-9] * 2:  # four learners set the median; two that cannot learn fall behind it
+        study.enqueue_trial({"learning_rate": rate})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true", "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "scripts" / "search.py"),
+        "--config",
+        str(config),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+
+    study = optuna.load_study(study_name="ddp", storage=storage)
+    assert len(study.get_trials(states=FINISHED)) == 6
+    assert study.get_trials(states=(TrialState.PRUNED,)), "no trial was pruned"
+    seen = {}
+    for rank, number, params in re.findall(r"rank (\d), trial (\d+): (\{.*\})", output):
+        seen.setdefault(int(number), {})[int(rank)] = params
+    assert sorted(seen) == list(range(6))
+    assert all(ranks.keys() == {0, 1} and ranks[0] == ranks[1] for ranks in seen.values())
+    assert result.stdout.count('"model_dir"') == 1  # only rank 0 reports (and writes)
