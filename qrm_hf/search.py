@@ -137,7 +137,7 @@ def base_training_arguments(
         "save_strategy": "no",
         "metric_for_best_model": "mse",
         "greater_is_better": False,
-        "report_to": "none",
+        "report_to": config.report_to,
         "seed": config.seed,
         "data_seed": config.seed,
         "per_device_eval_batch_size": 128,

@@ -106,6 +106,8 @@ class QRMTrainer(Trainer):
         # Transformers applies a trial's values to `self.args` here; the collator must follow max_length.
         super()._hp_search_setup(trial)
         if trial is not None:
+            # One tracker run per trial (W&B, MLflow); TensorBoard already writes runs/<time>/trial-N.
+            self.args.run_name = f"trial-{trial.number}"
             logger.info("rank %d, trial %s: %s", self.args.process_index, getattr(trial, "number", "?"), trial.params)
         if hasattr(self.data_collator, "max_length"):
             self.data_collator.max_length = self.args.max_length
