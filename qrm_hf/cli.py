@@ -91,4 +91,29 @@ def search_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_CONFIG", "config_from_args", "make_parser", "search_main", "setup_logging"]
+def push_main(argv: list[str] | None = None) -> int:
+    """`scripts/push.py`: upload a saved model folder (with its card) to the Hub."""
+    import sys
+
+    parser = argparse.ArgumentParser(description="Push a saved query reward model folder to the Hugging Face Hub.")
+    parser.add_argument("folder", help="A saved model folder, e.g. results/<model>/final_model.")
+    parser.add_argument("repo_id", help="Hub repository, e.g. your-org/query-reward.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Branch to push to (default: main).")
+    parser.add_argument("--commit-message", default=None, help="Commit message on the Hub.")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from .final import push_folder
+    from .scoring import check_reward_model
+
+    try:
+        check_reward_model(args.folder)
+        url = push_folder(Path(args.folder), args.repo_id, args.private, args.commit_message, args.revision)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(url)
+    return 0
+
+
+__all__ = ["DEFAULT_CONFIG", "config_from_args", "make_parser", "push_main", "search_main", "setup_logging"]

@@ -112,3 +112,18 @@ def test_help_documents_every_flag(capsys):
         "--force",
     ):
         assert flag in text
+
+
+def test_push_without_network_or_token_fails_clearly_and_keeps_the_folder(saved_model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = {path.name: path.read_bytes() for path in saved_model_dir.iterdir()}
+    code = load_script("push").main([str(saved_model_dir), "your-org/query-reward", "--private"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "could not push" in err and "your-org/query-reward" in err and "HF_TOKEN" in err
+    assert {path.name: path.read_bytes() for path in saved_model_dir.iterdir()} == before
+
+
+def test_push_refuses_a_folder_that_is_not_a_reward_model(tmp_path, capsys):
+    assert load_script("push").main([str(tmp_path), "your-org/query-reward"]) == 2
+    assert "no config.json" in capsys.readouterr().err
