@@ -26,6 +26,7 @@ from qrm_hf.plots import (
     study_plots,
     threshold_curve,
 )
+from qrm_hf.search_space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
@@ -35,18 +36,10 @@ STEPS_PER_EPOCH = 7
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def suggest(trial: optuna.Trial, name: str, spec: dict):
-    if spec["type"] == "categorical":
-        return trial.suggest_categorical(name, spec["choices"])
-    if spec["type"] == "int":
-        return trial.suggest_int(name, spec["low"], spec["high"])
-    return trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
-
-
 def fake_training(trial: optuna.Trial, space: dict = SEARCH_SPACE) -> float:
     """A trial as the search runs it: the default space's parameters, a validation MSE reported after each epoch
     at the optimizer step (as transformers does), pruning, and the user attributes of `training_summary`."""
-    params = {name: suggest(trial, name, spec) for name, spec in space.items()}
+    params = SearchSpace.from_dict(space).suggest(trial)
     lr = params.get("learning_rate", 1e-5)
     floor = 0.03 + 0.004 * (math.log10(lr) + 5) ** 2 + 0.05 * params.get("dropout", 0.0)
     epochs = params.get("num_epochs", 3)

@@ -15,6 +15,7 @@ import yaml
 from optuna.trial import TrialState
 
 from qrm_hf.report import convergence_verdict, save_test_predictions, summarize, write_report
+from qrm_hf.search_space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
@@ -30,19 +31,11 @@ def load_script(name):
     return module
 
 
-def suggest(trial: optuna.Trial, name: str, spec: dict):
-    if spec["type"] == "categorical":
-        return trial.suggest_categorical(name, spec["choices"])
-    if spec["type"] == "int":
-        return trial.suggest_int(name, spec["low"], spec["high"])
-    return trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
-
-
 def make_objective(space: dict, fail_trial: int | None = None):
     """Trials shaped like the search's: per-epoch reports, pruning, `training_summary` user attributes."""
 
     def objective(trial: optuna.Trial) -> float:
-        params = {name: suggest(trial, name, spec) for name, spec in space.items()}
+        params = SearchSpace.from_dict(space).suggest(trial)
         if trial.number == fail_trial:
             raise ValueError("CUDA out of memory (synthetic)")
         floor = 0.03 + 0.004 * (math.log10(params.get("learning_rate", 1e-5)) + 5) ** 2
