@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """An Optuna sampler by name; TPE lies about running trials so parallel workers spread out."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        with warnings.catch_warnings():  # constant_liar is marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -43,15 +44,18 @@ def make_storage(
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    heartbeat = {}
-    if heartbeat_interval:
-        heartbeat = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": grace_period or 3 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        }
     try:
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
+        with warnings.catch_warnings():
+            # Heartbeats are marked experimental in Optuna; they are what makes a dead worker's trial retried.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat = {}
+            if heartbeat_interval:
+                heartbeat = {
+                    "heartbeat_interval": heartbeat_interval,
+                    "grace_period": grace_period or 3 * heartbeat_interval,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+                }
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
     except ImportError as error:
         missing = getattr(error.__cause__, "name", None) or error
         raise StorageError(
