@@ -48,7 +48,9 @@ class RunConfig:
     output_dir: str = field(default="results", metadata={"help": "Folder for the run's results."})
     seed: int = field(default=42, metadata={"help": "Seed of the sampler, of every trial and of the final model."})
     sampler: str = field(default="tpe", metadata={"help": f"Optuna sampler: {', '.join(SAMPLERS)}."})
-    pruner: str = field(default="none", metadata={"help": f"Optuna pruner: {', '.join(PRUNERS)}."})
+    pruner: str = field(
+        default="median", metadata={"help": f"Optuna pruner: {', '.join(PRUNERS)} (median: see results/BENCHMARKS.md)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N dev rows."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows."})

@@ -106,8 +106,16 @@ def test_identical_parameters_give_identical_trials(prepared, tmp_path, tiny_enc
     assert first.intermediate_values == second.intermediate_values
 
 
-def test_grid_and_random_samplers_by_name(prepared, tmp_path, tiny_encoder_dir):
-    config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), search_space=SPACE, sampler="random")
-    study = open_study(config, SearchSpace.from_dict(SPACE))
+def test_samplers_and_pruners_by_name(tmp_path, tiny_encoder_dir):
+    space = SearchSpace.from_dict(SPACE)
+    default = open_study(
+        RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path / "a"), search_space=SPACE), space
+    )
+    assert isinstance(default.sampler, optuna.samplers.TPESampler)
+    assert isinstance(default.pruner, optuna.pruners.MedianPruner)  # the default, from results/BENCHMARKS.md
+    config = RunConfig(
+        model=str(tiny_encoder_dir), output_dir=str(tmp_path / "b"), search_space=SPACE, sampler="random", pruner="none"
+    )
+    study = open_study(config, space)
     assert isinstance(study.sampler, optuna.samplers.RandomSampler)
     assert isinstance(study.pruner, optuna.pruners.NopPruner)
