@@ -9,5 +9,5 @@ py=.venv/bin/python
 run() { local name=$1; shift; echo "== $name: $*"; /usr/bin/time -v "$@" >"$out/$name.log" 2>&1 || { tail -20 "$out/$name.log"; exit 1; }; }
 run train_throughput $py scripts/bench/train_throughput.py --rows 256 --repeats 3 --max-lengths 128 256
 run inference $py scripts/bench/inference.py --repeats 3 --seed-queries 400
-run search_overhead $py scripts/bench/search_overhead.py --trials 10
+run search_overhead $py scripts/bench/search_overhead.py --trials 20
 run pruning $py scripts/bench/pruning.py --trials 10 --pruners none median hyperband

@@ -1,7 +1,9 @@
 """Search overhead: the gap between one trial's end and the next trial's first optimizer step, how often the
 data is tokenized per study, and resident memory after each trial (it must not grow).
 
-Runs a real study through Trainer.hyperparameter_search on a tiny random ModernBERT and real rows.
+Runs real studies through Trainer.hyperparameter_search on a tiny random ModernBERT and real rows, side by
+side in one process: first with the garbage collector's freeze of long-lived objects disabled (transformers
+runs gc.collect() several times between trials), then as qrm_hf runs it.
 
     python scripts/bench/search_overhead.py --trials 10
 """
@@ -9,6 +11,7 @@ Runs a real study through Trainer.hyperparameter_search on a tiny random ModernB
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -60,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
             sep_token_id=102,
         )
     )
-
     events: list[tuple[str, float, float]] = []
 
     class Timeline(TrainerCallback):
@@ -89,37 +91,50 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": 32,
         "max_length": 32,
     }
-    with tempfile.TemporaryDirectory() as folder:
-        splits = load_splits(args.data, max_train_samples=args.train_rows, max_eval_samples=64)
-        before = calls["tokenizer"]
-        tokenized = tokenize_splits(splits, tokenizer, 32)
-        tokenize_calls_setup = calls["tokenizer"] - before
-        config = RunConfig(
-            model="tiny",
-            output_dir=folder,
-            n_trials=args.trials,
-            search_space=space_raw,
-            training={"disable_tqdm": True},
-        )
-        before = calls["tokenizer"]
-        search.run_search(config, SearchSpace.from_dict(space_raw), tokenized, tokenizer, encoder)
-        tokenize_calls_search = calls["tokenizer"] - before
+    splits = load_splits(args.data, max_train_samples=args.train_rows, max_eval_samples=64)
+    before = calls["tokenizer"]
+    tokenized = tokenize_splits(splits, tokenizer, 32)
+    tokenize_calls_setup = calls["tokenizer"] - before
 
-    ends = [(t, r) for kind, t, r in events if kind == "end"]
-    starts = [t for kind, t, _ in events if kind == "first_step"]
-    gaps = [starts[i + 1] - ends[i][0] for i in range(len(ends) - 1)]
+    def study(freeze: bool) -> tuple[list[float], list[float], int]:
+        events.clear()
+        search.gc = (
+            gc
+            if freeze
+            else type("NoFreeze", (), {"freeze": staticmethod(lambda: None), "unfreeze": staticmethod(lambda: None)})
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            config = RunConfig(
+                model="tiny",
+                output_dir=folder,
+                n_trials=args.trials,
+                search_space=space_raw,
+                training={"disable_tqdm": True},
+            )
+            before = calls["tokenizer"]
+            search.run_search(config, SearchSpace.from_dict(space_raw), tokenized, tokenizer, encoder)
+        ends = [(t, r) for kind, t, r in events if kind == "end"]
+        starts = [t for kind, t, _ in events if kind == "first_step"]
+        gaps = [starts[i + 1] - ends[i][0] for i in range(len(ends) - 1)]
+        return gaps, [r for _, r in ends], calls["tokenizer"] - before
+
+    results = {"without gc.freeze": study(False), "qrm_hf (gc.freeze)": study(True)}
+    search.gc = gc
     print(f"machine: {machine()}")
-    print(f"trials={args.trials} train_rows={args.train_rows} tiny ModernBERT (hidden 64, 2 layers)")
+    print(f"trials={args.trials} per study, train_rows={args.train_rows}, tiny ModernBERT (hidden 64, 2 layers)")
     print(f"tokenizer batch calls while preparing data: {tokenize_calls_setup} (one datasets.map, batched)")
-    print(f"tokenizer calls during the {args.trials}-trial search: {tokenize_calls_search}")
     print(
-        f"trial end -> next trial's first optimizer step: median {median(gaps) * 1000:.0f} ms, "
-        f"max {max(gaps) * 1000:.0f} ms over {len(gaps)} gaps"
+        "| variant | gap median (ms) | gap max (ms) | RSS after trial 1 (MiB) | after last | growth | "
+        "tokenizer calls in search |"
     )
-    print(
-        f"RSS after trial 1: {ends[0][1]:.0f} MiB; after trial {len(ends)}: {ends[-1][1]:.0f} MiB; "
-        f"growth {ends[-1][1] - ends[0][1]:+.0f} MiB"
-    )
+    print("|---|---|---|---|---|---|---|")
+    for name, (gaps, rss, tokenize_calls) in results.items():
+        print(
+            f"| {name} | {median(gaps) * 1000:.0f} | {max(gaps) * 1000:.0f} | {rss[0]:.0f} | {rss[-1]:.0f} | "
+            f"{rss[-1] - rss[0]:+.0f} | {tokenize_calls} |"
+        )
+    base_gap, new_gap = (median(results[name][0]) for name in results)
+    print(f"gap ratio: {base_gap / new_gap:.1f}x shorter")
     return 0
 
 
