@@ -64,7 +64,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, run_config_file):
         n_trials=3,
         storage=storage,
         study_name="crash",
-        max_train_samples=192,
+        max_train_samples=1500,
         search_space={
             "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
             "num_epochs": 3,
@@ -78,14 +78,15 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, run_config_file):
     deadline = time.monotonic() + 120
     running = []
     while not running and time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(0.2)
         with contextlib.suppress(KeyError):  # the study is not created yet
             running = optuna.load_study(study_name="crash", storage=storage).get_trials(states=(TrialState.RUNNING,))
     assert running, "no trial started"
-    time.sleep(1.0)
+    time.sleep(0.5)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
-    killed = running[0]
+    # The trial the worker was running when it died: the storage still says RUNNING.
+    (killed,) = optuna.load_study(study_name="crash", storage=storage).get_trials(states=(TrialState.RUNNING,))
     time.sleep(4)  # past the grace period: the killed trial's heartbeat is stale
 
     finish(worker(config, *flags))
