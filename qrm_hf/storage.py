@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def make_storage(
                     "grace_period": grace_period or 3 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
                 }
-            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
+            return _create_rdb_storage(url, heartbeat)
     except ImportError as error:
         missing = getattr(error.__cause__, "name", None) or error
         raise StorageError(
@@ -74,6 +75,21 @@ def make_storage(
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             raise StorageError(f"--storage {redact(url)!r}: cannot connect ({reason})") from None
         raise
+
+
+def _create_rdb_storage(url: str, heartbeat: dict, attempts: int = 5) -> RDBStorage:
+    """RDBStorage, retried when workers started together race to create Optuna's tables in a fresh database
+    (PostgreSQL then reports a duplicate type or table to all but one of them)."""
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _engine_kwargs(url: str) -> dict:
