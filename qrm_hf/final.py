@@ -75,7 +75,8 @@ def train_final(
     output = trainer.predict(tokenized["test"], metric_key_prefix="test")
     predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     scores = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    return trainer.model, output.metrics, (scores, np.asarray(output.label_ids, dtype=np.float64).reshape(-1))
+    metrics = {key.removeprefix("test_"): value for key, value in output.metrics.items()}
+    return trainer.model, metrics, (scores, np.asarray(output.label_ids, dtype=np.float64).reshape(-1))
 
 
 def save_reward_model(model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
@@ -99,11 +100,9 @@ def save_final(
     return folder
 
 
-def write_test_metrics(metrics: dict[str, float], path: Path) -> dict[str, float]:
-    clean = {key.removeprefix("test_"): value for key, value in metrics.items()}
+def write_test_metrics(metrics: dict[str, float], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean, indent=2), encoding="utf-8")
-    return clean
+    path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
 
 def push_folder(

@@ -47,13 +47,12 @@ def run_pipeline(config: RunConfig) -> dict[str, Any]:
         summary = broadcast_object_list([summary], from_process=0)[0]
     best_epoch = summary["best_trial"].get("best_epoch")
 
-    model, raw_metrics, (predictions, references) = train_final(
+    model, test_metrics, (predictions, references) = train_final(
         config, space, summary["best_params"], best_epoch, tokenized, tokenizer, encoder
     )
     folder = config.run_dir / "final_model"
-    test_metrics = {key.removeprefix("test_"): value for key, value in raw_metrics.items()}
     if state.is_main_process:
-        write_test_metrics(raw_metrics, config.run_dir / "test_metrics.json")
+        write_test_metrics(test_metrics, config.run_dir / "test_metrics.json")
         logger.info("test metrics: %s", test_metrics)
         save_final(model, tokenizer, folder, card_context(config, summary, test_metrics, best_epoch, model, folder))
         # After saving, so that a failing plot can never cost the trained model.

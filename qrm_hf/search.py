@@ -183,16 +183,18 @@ def check_study_matches(study: optuna.Study, space: SearchSpace) -> None:
         return
 
 
+def run_storage(config: RunConfig) -> BaseStorage:
+    """The storage of the run's study, with the run's heartbeat settings."""
+    return make_storage(config.resolved_storage, config.heartbeat_interval, config.grace_period, config.max_retry)
+
+
 def open_study(config: RunConfig, space: SearchSpace, storage: BaseStorage | None = None) -> optuna.Study:
     """Create or load the run's study; `force` deletes a study of the same name first.
 
     Every check (storage reachable, direction, search space) happens before any trial runs, and none of them
     writes to an existing study.
     """
-    if storage is None:
-        storage = make_storage(
-            config.resolved_storage, config.heartbeat_interval, config.grace_period, config.max_retry
-        )
+    storage = storage or run_storage(config)
     name = config.resolved_study_name
     if config.force and name in optuna.get_all_study_names(storage):
         logger.warning("--force: deleting study %r in %s", name, storage_url_for_log(storage))
@@ -233,17 +235,16 @@ def run_search(
     args = base_training_arguments(config, space, config.run_dir / "trials")
     main = args.process_index == 0
     storage = study = None
+    missing = 0
     if main:
-        storage = make_storage(
-            config.resolved_storage, config.heartbeat_interval, config.grace_period, config.max_retry
-        )
+        storage = run_storage(config)
         study = open_study(config, space, storage)
         missing = config.n_trials - len(finished_trials(study))
         if missing <= 0:
             logger.info("study %r already holds %d finished trials: no search", study.study_name, config.n_trials)
         else:
             logger.info("study %r: %d finished trials missing", study.study_name, missing)
-    if not _all_ranks_agree(main and len(finished_trials(study)) < config.n_trials, args):
+    if not _all_ranks_agree(missing > 0, args):
         return study
 
     torch.set_float32_matmul_precision("high")
@@ -339,6 +340,7 @@ __all__ = [
     "StudyMismatchError",
     "check_study_matches",
     "open_study",
+    "run_storage",
     "run_search",
     "write_history",
 ]

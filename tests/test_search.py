@@ -119,3 +119,22 @@ def test_samplers_and_pruners_by_name(tmp_path, tiny_encoder_dir):
     study = open_study(config, space)
     assert isinstance(study.sampler, optuna.samplers.RandomSampler)
     assert isinstance(study.pruner, optuna.pruners.NopPruner)
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "grid", "gp", "qmc"])
+def test_every_sampler_draws_points_of_the_space(name):
+    from qrm_hf.search import make_sampler
+
+    space = SearchSpace.from_dict(
+        {
+            "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+            "num_epochs": {"type": "int", "low": 1, "high": 3},
+            "activation": {"type": "categorical", "choices": ["relu", "gelu"]},
+        }
+    )
+    study = optuna.create_study(sampler=make_sampler(name, 42, space))
+    study.optimize(lambda trial: space.suggest(trial)["dropout"], n_trials=4)
+    for trial in study.trials:
+        assert trial.params["dropout"] in {0.0, 0.1, 0.2, 0.3}
+        assert trial.params["num_epochs"] in {1, 2, 3}
+        assert trial.params["activation"] in {"relu", "gelu"}

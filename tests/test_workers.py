@@ -104,6 +104,31 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, run_config_file):
 
 
 @pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, run_config_file):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    config = run_config_file(n_trials=2, storage=storage, study_name="interrupted", max_train_samples=1500)
+    first = worker(config, "--search-only")
+    deadline, running = time.monotonic() + 120, []
+    while not running and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with contextlib.suppress(KeyError):
+            running = optuna.load_study(study_name="interrupted", storage=storage).get_trials(
+                states=(TrialState.RUNNING,)
+            )
+    assert running, "no trial started"
+    first.send_signal(signal.SIGINT)
+    output, _ = first.communicate(timeout=60)
+    assert first.returncode == 130, output[-3000:]
+    assert "run the same command to resume" in output
+    study = optuna.load_study(study_name="interrupted", storage=storage)
+    assert [trial.state for trial in study.trials] == [TrialState.FAIL]
+
+    finish(worker(config, "--search-only"))
+    study = optuna.load_study(study_name="interrupted", storage=storage)
+    assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+@pytest.mark.slow
 def test_two_process_ddp_trials_with_pruning(tmp_path, run_config_file):
     """accelerate launch with 2 CPU processes (gloo): both ranks train each trial; pruning does not hang."""
     storage = f"sqlite:///{tmp_path}/study.db"

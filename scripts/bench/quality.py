@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
             config, space, {}, None, tokenized, tokenizer, AutoModel.from_pretrained(config.model_path())
         )
         seconds = time.perf_counter() - started
-    metrics = {key.removeprefix("test_"): value for key, value in metrics.items()}
     print(f"machine: {machine()}")
     print(
         f"trained on train+dev ({len(splits['train']) + len(splits['dev'])} rows), {args.epochs} epochs, "
