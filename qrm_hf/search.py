@@ -307,14 +307,16 @@ def run_search(
 def history(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     """The seed's optimization_history.json: best params and value, and every completed trial."""
     best = study.best_trial
-    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in TrialState}
     return {
         "best_params": best.params,
         "best_value": best.value,
-        "n_trials": len(finished_trials(study)),
+        "n_trials": sum(trial.state in FINISHED for trial in trials),
         "optimization_history": [
             {"trial": trial.number, "value": trial.value, "params": trial.params}
-            for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            for trial in trials
+            if trial.state == TrialState.COMPLETE
         ],
         "fixed_params": space.fixed,
         "best_trial": {"number": best.number, **best.user_attrs},

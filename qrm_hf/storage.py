@@ -105,4 +105,4 @@ def storage_url_for_log(storage: BaseStorage | str) -> str:
     return type(storage).__name__
 
 
-__all__ = ["JOURNAL_PREFIX", "StorageError", "make_storage", "redact", "storage_url_for_log", "optuna"]
+__all__ = ["JOURNAL_PREFIX", "StorageError", "make_storage", "redact", "storage_url_for_log"]

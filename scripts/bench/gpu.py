@@ -58,21 +58,28 @@ def model_flops(model, batch) -> float:
     return 6 * parameters * tokens + 12 * config.num_hidden_layers * config.hidden_size * length * tokens
 
 
-def measure(args, queries, tokenizer, recipe, batch_size, dtype, attention, compiled) -> dict:
-    import torch
+def encoder_config(args, tokenizer):
+    """ModernBERT-base's architecture (a 2-layer one with --tiny), its vocabulary wide enough for `tokenizer`."""
     from transformers import ModernBertConfig
 
-    from qrm_hf.configuration_qrm import QueryRewardConfig
-    from qrm_hf.data import QueryCollator
-    from qrm_hf.modeling_qrm import QueryRewardModel
-
-    device = torch.device(args.device)
     encoder = (
         ModernBertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
         if args.tiny
         else ModernBertConfig()
     )
     encoder.vocab_size = max(encoder.vocab_size, tokenizer.vocab_size)
+    return encoder
+
+
+def measure(args, queries, tokenizer, recipe, batch_size, dtype, attention, compiled) -> dict:
+    import torch
+
+    from qrm_hf.configuration_qrm import QueryRewardConfig
+    from qrm_hf.data import QueryCollator
+    from qrm_hf.modeling_qrm import QueryRewardModel
+
+    device = torch.device(args.device)
+    encoder = encoder_config(args, tokenizer)
     encoder._attn_implementation = attention
     torch.manual_seed(0)
     model = QueryRewardModel(QueryRewardConfig(encoder=encoder, pooling="mean", max_length=args.seed_length)).to(device)
@@ -141,18 +148,12 @@ def measure(args, queries, tokenizer, recipe, batch_size, dtype, attention, comp
 
 def scorer_rate(args, queries, tokenizer) -> float:
     import torch
-    from transformers import ModernBertConfig
 
     from qrm_hf.configuration_qrm import QueryRewardConfig
     from qrm_hf.modeling_qrm import QueryRewardModel
     from qrm_hf.scoring import QueryScorer
 
-    encoder = (
-        ModernBertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
-        if args.tiny
-        else ModernBertConfig()
-    )
-    encoder.vocab_size = max(encoder.vocab_size, tokenizer.vocab_size)
+    encoder = encoder_config(args, tokenizer)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model = QueryRewardModel(QueryRewardConfig(encoder=encoder, pooling="mean")).to(args.device, dtype)
     scorer = QueryScorer(model, tokenizer, batch_size=256)
