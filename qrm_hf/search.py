@@ -167,12 +167,16 @@ def check_study_matches(study: optuna.Study, space: SearchSpace) -> None:
         )
     expected = space.distributions()
     for trial in study.get_trials(deepcopy=False):
-        if not trial.distributions:
-            continue
         stored = trial.distributions
+        if not stored:
+            continue
+        # A trial stopped while drawing its point (Ctrl-C, a killed worker) holds only the names drawn so far;
+        # those must match, and only a finished trial must hold every name of the space.
+        finished = trial.state in FINISHED
+        names = set(stored) | set(expected) if finished else set(stored)
         differences = [
             f"{name}: stored {stored.get(name)!r}, now {expected.get(name)!r}"
-            for name in sorted(set(stored) | set(expected))
+            for name in sorted(names)
             if stored.get(name) != expected.get(name)
         ]
         if differences:
@@ -180,7 +184,8 @@ def check_study_matches(study: optuna.Study, space: SearchSpace) -> None:
                 f"study {study.study_name!r} was searched over another space ({'; '.join(differences)}): "
                 "choose another --study-name, restore the space, or --force to start again"
             )
-        return
+        if finished:
+            return
 
 
 def run_storage(config: RunConfig) -> BaseStorage:

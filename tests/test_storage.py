@@ -8,6 +8,9 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend
 
+from qrm_hf.run_config import RunConfig
+from qrm_hf.search_space import SearchSpace
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -81,3 +84,32 @@ def test_journal_storage_on_a_shared_file_system(tmp_path, run_config_file):
     study = optuna.load_study(study_name=name, storage=journal)
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
     assert not (tmp_path / "results" / "tiny-modernbert0" / "final_model").exists()  # --search-only
+
+
+def study_with_one_drawn_parameter(tmp_path, config, **trial):
+    """A study whose only trial holds the first parameter of the run's space and nothing else."""
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    space = SearchSpace.from_dict(RunConfig.from_yaml(config).search_space).distributions()
+    name = sorted(space)[0]
+    value = space[name].choices[0] if hasattr(space[name], "choices") else space[name].low
+    study = optuna.create_study(storage=storage, study_name="shared")
+    study.add_trial(optuna.create_trial(params={name: value}, distributions={name: space[name]}, **trial))
+    return storage
+
+
+def test_study_with_a_trial_stopped_while_drawing_its_point_resumes(tmp_path, run_config_file):
+    """Ctrl-C between two suggestions leaves a failed trial holding part of the space; the study still resumes."""
+    config = run_config_file()
+    storage = study_with_one_drawn_parameter(tmp_path, config, state=optuna.trial.TrialState.FAIL)
+    code = search_main(["--config", str(config), "--storage", storage, "--study-name", "shared", "--search-only"])
+    assert code == 0
+    states = [trial.state for trial in optuna.load_study(study_name="shared", storage=storage).trials]
+    assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_finished_trial_missing_a_parameter_of_the_space_is_refused(tmp_path, run_config_file, capsys):
+    config = run_config_file()
+    storage = study_with_one_drawn_parameter(tmp_path, config, value=0.1)
+    assert search_main(["--config", str(config), "--storage", storage, "--study-name", "shared"]) == 2
+    assert "was searched over another space" in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="shared", storage=storage).trials) == 1

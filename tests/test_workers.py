@@ -38,6 +38,19 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
     return output
 
 
+def running_trial(storage: str, study_name: str, timeout: float = 120) -> optuna.trial.FrozenTrial | None:
+    """The first running trial that has drawn its point (so it is training), or None after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        with contextlib.suppress(KeyError):  # the study is not created yet
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            drawn = [trial for trial in study.get_trials(states=(TrialState.RUNNING,)) if trial.params]
+            if drawn:
+                return drawn[0]
+    return None
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_postgres_study(run_config_file, postgres_url):
     config = run_config_file(n_trials=4, storage=postgres_url, study_name="shared")
@@ -75,12 +88,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, run_config_file):
     )
     flags = ("--heartbeat-interval", "1", "--grace-period", "3")
     first = worker(config, *flags)
-    deadline = time.monotonic() + 120
-    running = []
-    while not running and time.monotonic() < deadline:
-        time.sleep(0.2)
-        with contextlib.suppress(KeyError):  # the study is not created yet
-            running = optuna.load_study(study_name="crash", storage=storage).get_trials(states=(TrialState.RUNNING,))
+    running = running_trial(storage, "crash")
     assert running, "no trial started"
     time.sleep(0.5)
     first.send_signal(signal.SIGKILL)
@@ -108,14 +116,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, r
     storage = f"sqlite:///{tmp_path}/study.db"
     config = run_config_file(n_trials=2, storage=storage, study_name="interrupted", max_train_samples=1500)
     first = worker(config, "--search-only")
-    deadline, running = time.monotonic() + 120, []
-    while not running and time.monotonic() < deadline:
-        time.sleep(0.2)
-        with contextlib.suppress(KeyError):
-            running = optuna.load_study(study_name="interrupted", storage=storage).get_trials(
-                states=(TrialState.RUNNING,)
-            )
-    assert running, "no trial started"
+    assert running_trial(storage, "interrupted"), "no trial started"
     first.send_signal(signal.SIGINT)
     output, _ = first.communicate(timeout=60)
     assert first.returncode == 130, output[-3000:]
