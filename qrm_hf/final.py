@@ -13,11 +13,10 @@ from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from .card import write_model_card
-from .data import QueryCollator
 from .metrics import compute_metrics
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
-from .search import ModelFactory, base_training_arguments
+from .search import ModelFactory, base_training_arguments, make_collator
 from .search_space import SearchSpace
 from .trainer import QRMTrainer
 
@@ -66,7 +65,7 @@ def train_final(
         model=model,
         args=args,
         train_dataset=concatenate_datasets([tokenized["train"], tokenized["dev"]]),
-        data_collator=QueryCollator(tokenizer, max_length=args.max_length, pad_to_multiple_of=8 if args.bf16 else None),
+        data_collator=make_collator(tokenizer, args),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,

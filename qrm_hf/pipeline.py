@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
 from optuna.trial import TrialState
 from transformers import AutoModel, AutoTokenizer
 
 from .data import load_splits, tokenize_splits
+from .distributed import from_rank_zero
 from .final import push_folder, save_final, train_final, write_test_metrics
 from .report import TEST_PREDICTIONS_FILE, save_test_predictions, write_report
 from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, RunConfig
@@ -43,8 +43,7 @@ def run_pipeline(config: RunConfig) -> dict[str, Any]:
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise RuntimeError(f"study {study.study_name!r} has no completed trial: nothing to retrain")
         summary = write_history(study, space, config.run_dir / "optimization_history.json")
-    if state.num_processes > 1:
-        summary = broadcast_object_list([summary], from_process=0)[0]
+    summary = from_rank_zero(summary)
     best_epoch = summary["best_trial"].get("best_epoch")
 
     model, test_metrics, (predictions, references) = train_final(

@@ -27,7 +27,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
-from .storage import JOURNAL_PREFIX, StorageError, make_storage, redact
+from .storage import StorageError, make_storage, redact, storage_file
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
@@ -321,22 +321,13 @@ def load_test_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["predictions"], dtype=np.float64), np.asarray(data["references"], dtype=np.float64)
 
 
-def _storage_file(storage: str) -> Path | None:
-    """The file behind a SQLite or journal URL; None for a database server (or SQLite in memory)."""
-    if storage.startswith(JOURNAL_PREFIX):
-        return Path(storage.removeprefix(JOURNAL_PREFIX))
-    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
-        return Path(storage.removeprefix("sqlite:///").split("?", 1)[0])
-    return None
-
-
 def load_existing_study(storage: str, study_name: str) -> optuna.Study:
     """Load a study that must exist; otherwise raise StudyNotFoundError naming it and the studies there are.
 
     `storage` is any URL that `qrm_hf.storage.make_storage` takes: sqlite:///, postgresql://, journal:///.
     The study is only read, so a report can run beside the workers that are still adding trials.
     """
-    path = _storage_file(storage)
+    path = storage_file(storage)
     if path is not None and not path.is_file():
         # Opening a missing file would create an empty storage there.
         raise StudyNotFoundError(f"study {study_name!r} not found: no storage file at {path}")
@@ -351,7 +342,7 @@ def load_existing_study(storage: str, study_name: str) -> optuna.Study:
 def default_output_dir(storage: str, study_name: str) -> Path:
     """The storage file's folder (the run's folder, for the pipeline's default SQLite storage), else
     results/<study name>."""
-    path = _storage_file(storage)
+    path = storage_file(storage)
     return path.parent if path is not None else Path("results") / study_name
 
 

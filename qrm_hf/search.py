@@ -16,7 +16,6 @@ from typing import Any
 
 import optuna
 import torch
-from accelerate.utils import broadcast_object_list
 from datasets import DatasetDict
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from .data import QueryCollator
+from .distributed import from_rank_zero
 from .metrics import compute_metrics
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
@@ -154,6 +154,11 @@ def base_training_arguments(
     return QRMTrainingArguments(**defaults)
 
 
+def make_collator(tokenizer: PreTrainedTokenizerBase, args: QRMTrainingArguments) -> QueryCollator:
+    """The collator of a training run: its max_length, and lengths in multiples of 8 under bf16 (tensor cores)."""
+    return QueryCollator(tokenizer, max_length=args.max_length, pad_to_multiple_of=8 if args.bf16 else None)
+
+
 class StudyMismatchError(ValueError):
     """An existing study that this run must not continue: another direction or another search space."""
 
@@ -216,13 +221,6 @@ def open_study(config: RunConfig, space: SearchSpace, storage: BaseStorage | Non
     return study
 
 
-def _all_ranks_agree(value: Any, args: QRMTrainingArguments) -> Any:
-    """Rank 0's `value` on every rank of a distributed run (the value itself otherwise)."""
-    if args.world_size == 1:
-        return value
-    return broadcast_object_list([value], from_process=0)[0]
-
-
 def run_search(
     config: RunConfig,
     space: SearchSpace,
@@ -249,13 +247,13 @@ def run_search(
             logger.info("study %r already holds %d finished trials: no search", study.study_name, config.n_trials)
         else:
             logger.info("study %r: %d finished trials missing", study.study_name, missing)
-    if not _all_ranks_agree(missing > 0, args):
+    if not from_rank_zero(missing > 0):
         return study
 
     torch.set_float32_matmul_precision("high")
     if encoder is None:
         encoder = AutoModel.from_pretrained(config.model_path())
-    collator = QueryCollator(tokenizer, max_length=args.max_length, pad_to_multiple_of=8 if args.bf16 else None)
+    collator = make_collator(tokenizer, args)
     callbacks: list[TrainerCallback] = []
     progress = TrialProgress(study, config.n_trials) if main else None
     if progress is not None:
@@ -282,7 +280,7 @@ def run_search(
         return main and in_time and len(finished_trials(study)) < config.n_trials
 
     try:
-        while _all_ranks_agree(wanted(), args):
+        while from_rank_zero(wanted()):
             try:
                 trainer.hyperparameter_search(
                     hp_space=lambda trial: SearchSpace.training_arguments(space.suggest(trial)),
@@ -342,6 +340,7 @@ __all__ = [
     "TrialProgress",
     "base_training_arguments",
     "history",
+    "make_collator",
     "make_pruner",
     "make_sampler",
     "StudyMismatchError",

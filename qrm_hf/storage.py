@@ -32,19 +32,28 @@ def redact(url: str) -> str:
         return url
 
 
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal URL; None for a database server (or SQLite in memory)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url.removeprefix(JOURNAL_PREFIX))
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    return None
+
+
 def make_storage(
     url: str, heartbeat_interval: int | None = 60, grace_period: int | None = None, max_retry: int | None = 3
 ) -> BaseStorage:
     """The storage for `url`. With a database, workers send a heartbeat every `heartbeat_interval` seconds; a
     running trial silent for `grace_period` seconds is marked FAIL and re-queued with the same parameters (at
     most `max_retry` times), the next time any worker starts a trial."""
+    path = storage_file(url)
     if url.startswith(JOURNAL_PREFIX):
-        path = Path(url.removeprefix(JOURNAL_PREFIX))
         if not path.parent.is_dir():
             raise StorageError(f"--storage {url!r}: folder {path.parent} does not exist")
         return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
             # Heartbeats are marked experimental in Optuna; they are what makes a dead worker's trial retried.
@@ -105,4 +114,4 @@ def storage_url_for_log(storage: BaseStorage | str) -> str:
     return type(storage).__name__
 
 
-__all__ = ["JOURNAL_PREFIX", "StorageError", "make_storage", "redact", "storage_url_for_log"]
+__all__ = ["JOURNAL_PREFIX", "StorageError", "make_storage", "redact", "storage_file", "storage_url_for_log"]

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerState
 
+from .distributed import from_rank_zero
 from .training_args import QRMTrainingArguments
 
 HEAD_PREFIX = "head."
@@ -94,11 +95,7 @@ class QRMTrainer(Trainer):
         if isinstance(trial, optuna.Trial):
             trial.report(self.objective, epoch)
             prune = trial.should_prune()
-        if self.args.world_size > 1:
-            from accelerate.utils import broadcast_object_list
-
-            prune = broadcast_object_list([prune], from_process=0)[0]
-        if prune:
+        if from_rank_zero(prune):
             self._prune_requested = True
             self.control.should_training_stop = True
 
@@ -126,16 +123,19 @@ class PerTrialEarlyStopping(EarlyStoppingCallback):
             raise ValueError("early stopping needs metric_for_best_model (e.g. 'mse')")
 
 
+def _evaluations(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log entries of evaluations that produced a finite `eval_mse`, in order."""
+    return [entry for entry in log_history if "eval_mse" in entry and math.isfinite(entry["eval_mse"])]
+
+
 def best_validation_mse(log_history: list[dict[str, Any]]) -> float:
     """Lowest `eval_mse` of a training run: a trial's objective is its best epoch, not its last."""
-    values = [entry["eval_mse"] for entry in log_history if "eval_mse" in entry]
-    finite = [value for value in values if math.isfinite(value)]
-    return min(finite) if finite else math.inf
+    return min((entry["eval_mse"] for entry in _evaluations(log_history)), default=math.inf)
 
 
 def best_epoch(log_history: list[dict[str, Any]]) -> float | None:
     """The epoch at which `eval_mse` was lowest (the first, on ties)."""
-    evaluations = [entry for entry in log_history if "eval_mse" in entry and math.isfinite(entry["eval_mse"])]
+    evaluations = _evaluations(log_history)
     if not evaluations:
         return None
     return min(evaluations, key=lambda entry: entry["eval_mse"])["epoch"]

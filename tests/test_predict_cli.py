@@ -35,13 +35,18 @@ def parse_tsv(text: str) -> list[tuple[str, float]]:
     return [(query, float(score)) for query, score in (line.split("\t") for line in text.splitlines())]
 
 
+def assert_scores_of_queries(scores: list[float], expected: dict[str, float]) -> None:
+    """`scores` are the scorer's scores of QUERIES, in their order."""
+    assert scores == pytest.approx([expected[query] for query in QUERIES], abs=1e-6)
+
+
 def test_positional_queries_print_tsv_in_order(saved_model_dir, expected):
     status, out = run(["--model", str(saved_model_dir), *QUERIES])
 
     assert status == 0
     rows = parse_tsv(out)
     assert [query for query, _ in rows] == QUERIES
-    assert [score for _, score in rows] == pytest.approx([expected[query] for query in QUERIES], abs=1e-6)
+    assert_scores_of_queries([score for _, score in rows], expected)
 
 
 def test_text_file_in_jsonl_file_out(saved_model_dir, expected, tmp_path):
@@ -56,7 +61,7 @@ def test_text_file_in_jsonl_file_out(saved_model_dir, expected, tmp_path):
     assert status == 0 and out == ""
     records = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
     assert [record["query"] for record in records] == QUERIES
-    assert [record["score"] for record in records] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)
+    assert_scores_of_queries([record["score"] for record in records], expected)
 
 
 def test_tsv_input_takes_the_first_column(saved_model_dir, expected, tmp_path):
@@ -68,7 +73,7 @@ def test_tsv_input_takes_the_first_column(saved_model_dir, expected, tmp_path):
     assert status == 0
     rows = parse_tsv(out)
     assert [query for query, _ in rows] == QUERIES
-    assert [score for _, score in rows] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)
+    assert_scores_of_queries([score for _, score in rows], expected)
 
 
 def test_jsonl_input_reads_the_named_field_and_skips_blank_lines(saved_model_dir, expected, tmp_path):
@@ -78,7 +83,7 @@ def test_jsonl_input_reads_the_named_field_and_skips_blank_lines(saved_model_dir
     status, out = run(["--model", str(saved_model_dir), "--input", str(source), "--format", "jsonl", "--field", "text"])
 
     assert status == 0
-    assert [score for _, score in parse_tsv(out)] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)
+    assert_scores_of_queries([score for _, score in parse_tsv(out)], expected)
 
 
 def test_stdin_is_read_when_no_query_or_file_is_given(saved_model_dir, expected):
@@ -143,4 +148,4 @@ def test_script_scores_stdin_in_a_subprocess(saved_model_dir, expected, tmp_path
     )
 
     assert result.returncode == 0, result.stderr
-    assert [score for _, score in parse_tsv(result.stdout)] == pytest.approx([expected[q] for q in QUERIES], abs=1e-6)
+    assert_scores_of_queries([score for _, score in parse_tsv(result.stdout)], expected)

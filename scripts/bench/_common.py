@@ -47,3 +47,22 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def modernbert_config(tokenizer, tiny: bool = False):
+    """ModernBERT-base's architecture, or with `tiny` a 2-layer, 64-wide one that a CPU runs in seconds, using
+    `tokenizer`'s special tokens. The full model keeps ModernBERT's own vocabulary size (its embedding memory and
+    optimizer cost) unless the tokenizer needs more; the tiny one is sized to the tokenizer."""
+    from transformers import ModernBertConfig
+
+    size = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = ModernBertConfig(
+        **(size if tiny else {}),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+    )
+    config.vocab_size = tokenizer.vocab_size if tiny else max(config.vocab_size, tokenizer.vocab_size)
+    return config

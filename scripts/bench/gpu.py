@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine  # noqa: E402
+from _common import machine, modernbert_config  # noqa: E402
 
 # Dense peak throughput (FLOP/s) used for model FLOPs utilisation: bf16, and fp32 run as TF32 ("high").
 PEAK_FLOPS = {"H100": {"bf16": 989e12, "fp32": 494e12}, "H200": {"bf16": 989e12, "fp32": 494e12}}
@@ -58,19 +58,6 @@ def model_flops(model, batch) -> float:
     return 6 * parameters * tokens + 12 * config.num_hidden_layers * config.hidden_size * length * tokens
 
 
-def encoder_config(args, tokenizer):
-    """ModernBERT-base's architecture (a 2-layer one with --tiny), its vocabulary wide enough for `tokenizer`."""
-    from transformers import ModernBertConfig
-
-    encoder = (
-        ModernBertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
-        if args.tiny
-        else ModernBertConfig()
-    )
-    encoder.vocab_size = max(encoder.vocab_size, tokenizer.vocab_size)
-    return encoder
-
-
 def measure(args, queries, tokenizer, recipe, batch_size, dtype, attention, compiled) -> dict:
     import torch
 
@@ -79,7 +66,7 @@ def measure(args, queries, tokenizer, recipe, batch_size, dtype, attention, comp
     from qrm_hf.modeling_qrm import QueryRewardModel
 
     device = torch.device(args.device)
-    encoder = encoder_config(args, tokenizer)
+    encoder = modernbert_config(tokenizer, tiny=args.tiny)
     encoder._attn_implementation = attention
     torch.manual_seed(0)
     model = QueryRewardModel(QueryRewardConfig(encoder=encoder, pooling="mean", max_length=args.seed_length)).to(device)
@@ -153,7 +140,7 @@ def scorer_rate(args, queries, tokenizer) -> float:
     from qrm_hf.modeling_qrm import QueryRewardModel
     from qrm_hf.scoring import QueryScorer
 
-    encoder = encoder_config(args, tokenizer)
+    encoder = modernbert_config(tokenizer, tiny=args.tiny)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model = QueryRewardModel(QueryRewardConfig(encoder=encoder, pooling="mean")).to(args.device, dtype)
     scorer = QueryScorer(model, tokenizer, batch_size=256)

