@@ -12,14 +12,16 @@ TEMPLATE_CANDIDATES = (
     Path(__file__).resolve().parents[1] / "model_card.md",  # a source checkout
     Path(__file__).resolve().with_name("model_card.md"),  # an installed wheel
 )
-# Metrics the Hub's model-index shows, with their `evaluate` type names.
+# Metrics the Hub's model-index shows: test-metrics key -> (`evaluate` type name, label).
 INDEXED_METRICS = {
-    "mse": "mse",
-    "mae": "mae",
-    "pearson": "pearsonr",
-    "spearman": "spearmanr",
-    "accuracy": "accuracy",
-    "f1": "f1",
+    "mse": ("mse", "mse"),
+    "mae": ("mae", "mae"),
+    "pearson": ("pearsonr", "pearson"),
+    "spearman": ("spearmanr", "spearman"),
+    "accuracy": ("accuracy", "accuracy (threshold 0.8, the paper's)"),
+    "f1": ("f1", "f1 (threshold 0.8, the paper's)"),
+    "accuracy_at_threshold": ("accuracy", "accuracy (threshold {threshold:g}, chosen on dev)"),
+    "f1_at_threshold": ("f1", "f1 (threshold {threshold:g}, chosen on dev)"),
 }
 
 
@@ -40,10 +42,10 @@ def card_data(model_name: str, base_model: str | None, test_metrics: dict[str, A
             dataset_name="Query wellformedness",
             dataset_split="test",
             metric_type=metric_type,
-            metric_name=name,
+            metric_name=label.format(threshold=test_metrics.get("decision_threshold", 0.8)),
             metric_value=test_metrics[name],
         )
-        for name, metric_type in INDEXED_METRICS.items()
+        for name, (metric_type, label) in INDEXED_METRICS.items()
         if isinstance(test_metrics.get(name), (int, float))
     ]
     return ModelCardData(
@@ -71,6 +73,9 @@ def write_model_card(
     n_trials: int,
     sampler: str,
     max_length: int,
+    decision_threshold: float = 0.8,
+    threshold_metric: str = "accuracy",
+    method: str = "",
 ) -> ModelCard:
     """Render the card into `folder/README.md` and return it."""
     card = ModelCard.from_template(
@@ -86,6 +91,9 @@ def write_model_card(
         n_trials=n_trials,
         sampler=sampler,
         max_length=max_length,
+        decision_threshold=decision_threshold,
+        threshold_metric=threshold_metric,
+        method=method,
     )
     card.save(folder / "README.md")
     return card

@@ -20,7 +20,7 @@ DEFAULT_CONFIG = next(
     ),
     _PACKAGE.parent / "configs" / "default.yaml",
 )
-YAML_ONLY = {"search_space", "training"}
+YAML_ONLY = {"search_space", "training", "sampler_options", "warm_start"}
 
 
 def _flag_type(field: dataclasses.Field) -> Any:
@@ -66,7 +66,7 @@ def search_main(argv: list[str] | None = None) -> int:
 
     from .data import DataFormatError
     from .run_config import ConfigError
-    from .search import StudyMismatchError
+    from .search import SamplerOptionsError, StudyMismatchError
     from .search_space import SearchSpaceError
     from .storage import StorageError
 
@@ -77,8 +77,15 @@ def search_main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         from .pipeline import run_pipeline
 
-        summary = run_pipeline(config)
-    except (ConfigError, SearchSpaceError, DataFormatError, StorageError, StudyMismatchError) as error:
+        result = run_pipeline(config)
+    except (
+        ConfigError,
+        SearchSpaceError,
+        SamplerOptionsError,
+        DataFormatError,
+        StorageError,
+        StudyMismatchError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -86,8 +93,8 @@ def search_main(argv: list[str] | None = None) -> int:
         return 130
     from accelerate import PartialState
 
-    if summary["model_dir"] is not None and PartialState().is_main_process:
-        print(json.dumps({"test_metrics": summary["test_metrics"], "model_dir": summary["model_dir"]}, indent=2))
+    if result.model_dir is not None and PartialState().is_main_process:
+        print(json.dumps({"test_metrics": result.test_metrics, "model_dir": str(result.model_dir)}, indent=2))
     return 0
 
 

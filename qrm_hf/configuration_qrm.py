@@ -13,6 +13,9 @@ from transformers.configuration_utils import SubConfigSpec
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "leaky_relu")
 POOLINGS = ("cls", "mean")
+LOSSES = ("mse", "bce")
+# The paper's convention: a query whose mean rating is at least 0.8 counts as well-formed.
+PAPER_THRESHOLD = 0.8
 
 # The Auto classes a saved folder registers, so that AutoModel and the text-classification pipeline
 # both find the reward model with trust_remote_code.
@@ -36,6 +39,14 @@ class QueryRewardConfig(PretrainedConfig):
         use_layer_norm (`bool`): LayerNorm between each Linear and its activation.
         pooling (`str`): `cls` (first token) or `mean` (mean over non-padding tokens).
         max_length (`int`): the longest input, in tokens, the model was trained with.
+        encoder_dropout (`float`, *optional*): sets every dropout probability of the encoder's config
+            (`hidden_dropout_prob` and `attention_probs_dropout_prob` of BERT/MiniLM, `embedding_dropout`,
+            `mlp_dropout` and `attention_dropout` of ModernBERT, ...); `None` keeps the encoder's own values.
+            Encoder dropout feeding a nonlinear head shifts the eval-mode output away from the label mean.
+        loss (`str`): `mse` (the head's output is the score) or `bce` (binary cross-entropy on the soft labels;
+            the score is the sigmoid of the head's output, so it lies in [0, 1] by construction).
+        decision_threshold (`float`): a score at or above it means well-formed (`QueryScorer.classify`); a run
+            chooses it on dev, never on test.
 
     Example:
         >>> from transformers import BertConfig
@@ -57,6 +68,9 @@ class QueryRewardConfig(PretrainedConfig):
     use_layer_norm: bool = True
     pooling: str = "cls"
     max_length: int = 128
+    encoder_dropout: float | None = None
+    loss: str = "mse"
+    decision_threshold: float = PAPER_THRESHOLD
 
     def __post_init__(self, **kwargs: Any) -> None:
         # A regression output: tooling must not squash it as if it were a class probability.
@@ -68,6 +82,9 @@ class QueryRewardConfig(PretrainedConfig):
             self.auto_map = dict(AUTO_MAP)
         super().__post_init__(**kwargs)
         self._validate_head()
+        if self.encoder_dropout is not None:
+            for name in encoder_dropout_fields(self.encoder):
+                setattr(self.encoder, name, float(self.encoder_dropout))
 
     def _validate_head(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
@@ -82,6 +99,18 @@ class QueryRewardConfig(PretrainedConfig):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not 0.0 <= self.decision_threshold <= 1.0:
+            raise ValueError(f"decision_threshold must be in [0, 1], got {self.decision_threshold}")
+        if self.encoder_dropout is not None:
+            if not 0.0 <= self.encoder_dropout < 1.0:
+                raise ValueError(f"encoder_dropout must be in [0, 1) or None, got {self.encoder_dropout}")
+            if not encoder_dropout_fields(self.encoder):
+                raise ValueError(
+                    f"encoder_dropout: the {self.encoder.model_type} config has no dropout field to set; "
+                    "leave encoder_dropout unset (None)"
+                )
         if any(width < 1 for width in self.head_widths()):
             raise ValueError(
                 f"hidden_dim_ratio={self.hidden_dim_ratio} with num_hidden_layers={self.num_hidden_layers} "
@@ -94,6 +123,25 @@ class QueryRewardConfig(PretrainedConfig):
         return [int(hidden * self.hidden_dim_ratio * 0.5**i) for i in range(self.num_hidden_layers)]
 
 
+def encoder_dropout_fields(encoder: PretrainedConfig) -> list[str]:
+    """The encoder config's dropout probabilities that `encoder_dropout` sets: every float field whose name
+    holds "dropout", except a classifier's (the bare encoder has no classifier).
+
+    Example:
+        >>> from transformers import BertConfig
+        >>> encoder_dropout_fields(BertConfig())
+        ['attention_probs_dropout_prob', 'hidden_dropout_prob']
+    """
+    return sorted(
+        name
+        for name, value in encoder.to_dict().items()
+        if "dropout" in name
+        and not name.startswith("classifier")
+        and isinstance(value, float)
+        and not isinstance(value, bool)
+    )
+
+
 QueryRewardConfig.register_for_auto_class()
 
-__all__ = ["QueryRewardConfig"]
+__all__ = ["LOSSES", "PAPER_THRESHOLD", "QueryRewardConfig", "encoder_dropout_fields"]

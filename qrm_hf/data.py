@@ -107,6 +107,14 @@ def load_splits(
     return splits
 
 
+def random_subset(dataset: Any, rows: int, seed: int) -> Any:
+    """A seeded random sample of `rows` rows (all of them when there are fewer): a search at lower fidelity
+    sees a sample of the whole split, not its first rows."""
+    if rows >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(rows))
+
+
 def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> DatasetDict:
     """Tokenize every split once, truncating at `max_length` (the largest any trial uses), without padding.
 
@@ -158,6 +166,7 @@ __all__ = [
     "QueryCollator",
     "load_splits",
     "parse_row",
+    "random_subset",
     "read_tsv",
     "tokenize_splits",
 ]

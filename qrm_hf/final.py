@@ -1,81 +1,142 @@
-"""The final model: retrain on train+dev with the best parameters, evaluate once on test, save, card, push."""
+"""The final model: the best values trained on all of train, selected and calibrated on dev, tested once.
+
+How the shipped model is made (results/BENCHMARKS.md, "Quality"): the best trial's values are trained on the
+whole training split with the trial's schedule; dev is evaluated after every epoch, early stopping applies, and
+the epoch with the lowest dev MSE is kept (transformers' `load_best_model_at_end`). Its dev predictions choose
+the decision threshold; the test split is scored once, at the end. The search may have seen fewer training
+rows (`search_train_samples`); this stage always trains on all of them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import DatasetDict, concatenate_datasets
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
+from datasets import DatasetDict
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from .card import write_model_card
-from .metrics import compute_metrics
+from .metrics import as_scores, choose_threshold, compute_metrics, score_metrics
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
 from .search import ModelFactory, base_training_arguments, make_collator
 from .search_space import SearchSpace
-from .trainer import QRMTrainer
+from .trainer import PerTrialEarlyStopping, QRMTrainer, best_epoch
 
 logger = logging.getLogger(__name__)
 
+# Training rows scored in eval mode to check calibration: the mean prediction should equal the mean label.
+OFFSET_ROWS = 2000
+# An eval-mode offset beyond this on the model's own training rows is flagged in the log and the report.
+OFFSET_TOLERANCE = 0.02
 
-class StopAfterEpoch(TrainerCallback):
-    """Stop at the end of epoch `last_epoch`, keeping the schedule of the full run.
 
-    The final model then follows the trajectory that gave the best trial its best validation MSE.
-    """
+@dataclass(frozen=True)
+class Predictions:
+    """Predicted and true scores of one split."""
 
-    def __init__(self, last_epoch: int) -> None:
-        self.last_epoch = last_epoch
+    predicted: np.ndarray
+    true: np.ndarray
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if state.epoch is not None and state.epoch >= self.last_epoch - 1e-6:
-            control.should_training_stop = True
+    @property
+    def offset(self) -> float:
+        """Mean prediction minus mean label: what a calibrated model keeps near zero."""
+        return float(np.mean(self.predicted) - np.mean(self.true))
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    """The final model and the evidence about it: dev (selection, threshold) and test (reported once)."""
+
+    model: QueryRewardModel
+    best_epoch: float | None
+    decision_threshold: float
+    dev: Predictions
+    test: Predictions
+    train_offset: float
+    dev_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+
+    @property
+    def offset_flagged(self) -> bool:
+        return abs(self.train_offset) > OFFSET_TOLERANCE
+
+
+def predictions_of(trainer: QRMTrainer, dataset: Any) -> Predictions:
+    """Score a tokenized split with the trainer's model (eval mode, no gradient)."""
+    output = trainer.predict(dataset, metric_key_prefix="predict")
+    return Predictions(as_scores(output.predictions), as_scores(output.label_ids, "labels"))
 
 
 def train_final(
     config: RunConfig,
     space: SearchSpace,
     best_params: dict[str, Any],
-    best_epoch: float | None,
     tokenized: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     encoder: PreTrainedModel,
-) -> tuple[QueryRewardModel, dict[str, float], tuple[np.ndarray, np.ndarray]]:
-    """Train on train+dev with `best_params`; return the model, its metrics on test, and its test predictions
-    with the true scores (for the report's plots)."""
+) -> FinalResult:
+    """Train `best_params` (over the space's fixed values) on all of train, keep the best dev epoch, choose the
+    decision threshold on dev (`config.threshold_metric`), then score test once."""
     values = {**space.fixed, **best_params}
+    checkpoints = config.run_dir / "final_checkpoints"
     args = base_training_arguments(
         config,
         space,
-        config.run_dir / "final_checkpoints",
-        eval_strategy="no",
+        checkpoints,
+        # Checkpoints only to reload the best epoch: the model alone, the latest and the best kept.
+        save_strategy="epoch",
+        save_only_model=True,
+        save_total_limit=1,
+        load_best_model_at_end=True,
         **SearchSpace.training_arguments(values),
     )
     set_seed(args.seed)
     model = ModelFactory(encoder, space, args.max_length).build(values)
     callbacks = []
-    if best_epoch is not None and math.ceil(best_epoch) < args.num_train_epochs:
-        callbacks.append(StopAfterEpoch(math.ceil(best_epoch)))
+    if args.early_stopping_patience is not None:
+        callbacks.append(PerTrialEarlyStopping(early_stopping_patience=args.early_stopping_patience))
     trainer = QRMTrainer(
         model=model,
         args=args,
-        train_dataset=concatenate_datasets([tokenized["train"], tokenized["dev"]]),
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["dev"],
         data_collator=make_collator(tokenizer, args),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
     trainer.train()
-    output = trainer.predict(tokenized["test"], metric_key_prefix="test")
-    predictions = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    scores = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    metrics = {key.removeprefix("test_"): value for key, value in output.metrics.items()}
-    return trainer.model, metrics, (scores, np.asarray(output.label_ids, dtype=np.float64).reshape(-1))
+    if trainer.is_world_process_zero():
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    dev = predictions_of(trainer, tokenized["dev"])
+    threshold = choose_threshold(dev.predicted, dev.true, config.threshold_metric)
+    trainer.model.config.decision_threshold = threshold
+    train_rows = tokenized["train"].select(range(min(OFFSET_ROWS, len(tokenized["train"]))))
+    train_offset = predictions_of(trainer, train_rows).offset
+    if abs(train_offset) > OFFSET_TOLERANCE:
+        logger.warning(
+            "the final model's mean prediction on its own training rows is off the mean label by %+.4f "
+            "(tolerance %.2f): its scores are shifted; encoder_dropout 0 usually removes this",
+            train_offset,
+            OFFSET_TOLERANCE,
+        )
+    test = predictions_of(trainer, tokenized["test"])
+    return FinalResult(
+        model=trainer.model,
+        best_epoch=best_epoch(trainer.state.log_history),
+        decision_threshold=threshold,
+        dev=dev,
+        test=test,
+        train_offset=train_offset,
+        dev_metrics=score_metrics(dev.predicted, dev.true, threshold),
+        test_metrics=score_metrics(test.predicted, test.true, threshold),
+    )
 
 
 def save_reward_model(model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
@@ -128,4 +189,13 @@ def push_folder(
     return str(info)
 
 
-__all__ = ["StopAfterEpoch", "push_folder", "save_final", "save_reward_model", "train_final", "write_test_metrics"]
+__all__ = [
+    "OFFSET_TOLERANCE",
+    "FinalResult",
+    "Predictions",
+    "push_folder",
+    "save_final",
+    "save_reward_model",
+    "train_final",
+    "write_test_metrics",
+]

@@ -28,7 +28,9 @@ class QueryRewardOutput(ModelOutput):
     """Output of [`QueryRewardModel`].
 
     `logits` has shape `(batch, 1)` as transformers' pipelines expect; `scores` is the same values flattened
-    to `(batch,)`. Both are raw head outputs: a well-trained model keeps them near [0, 1] but nothing clamps them.
+    to `(batch,)`. Both are the model's score: the head's raw output for a `mse` model (a well-trained one keeps
+    it near [0, 1] but nothing clamps it), its sigmoid for a `bce` model (in [0, 1] by construction). So a
+    pipeline with `function_to_apply="none"` gives the score whatever the loss.
     """
 
     loss: torch.Tensor | None = None
@@ -123,19 +125,25 @@ class QueryRewardModel(PreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> QueryRewardOutput:
-        """Score a batch; with `labels` (target scores in [0, 1]) also return the MSE loss.
+        """Score a batch; with `labels` (target scores in [0, 1]) also return the loss (`config.loss`).
 
         `token_type_ids` is accepted for tokenizers that emit it and ignored: a query is one segment.
         """
         encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds)
         pooled = pool(encoded.last_hidden_state, attention_mask, self.config.pooling)
-        logits = self.head(pooled)
-        scores = logits.squeeze(-1)
+        head_output = self.head(pooled).squeeze(-1)
+        bounded = self.config.loss == "bce"
+        scores = torch.sigmoid(head_output) if bounded else head_output
         loss = None
         if labels is not None:
             # In float32 even under bf16 autocast: the targets are fifths and the loss is small.
-            loss = nn.functional.mse_loss(scores.float(), labels.float().view(-1))
-        return QueryRewardOutput(loss=loss, logits=logits, scores=scores)
+            targets = labels.float().view(-1)
+            if bounded:
+                # Cross-entropy against the soft label (the fraction of raters who said well-formed).
+                loss = nn.functional.binary_cross_entropy_with_logits(head_output.float(), targets)
+            else:
+                loss = nn.functional.mse_loss(scores.float(), targets)
+        return QueryRewardOutput(loss=loss, logits=scores.unsqueeze(-1), scores=scores)
 
 
 # Every save_pretrained then writes `auto_map` and copies this code, so the folder loads with trust_remote_code.

@@ -2,87 +2,140 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
+from datasets import DatasetDict
 from optuna.trial import TrialState
 from transformers import AutoModel, AutoTokenizer
 
-from .data import load_splits, tokenize_splits
+from .data import load_splits, random_subset, tokenize_splits
 from .distributed import from_rank_zero
-from .final import push_folder, save_final, train_final, write_test_metrics
-from .report import TEST_PREDICTIONS_FILE, save_test_predictions, write_report
+from .final import FinalResult, push_folder, save_final, train_final, write_test_metrics
+from .report import FINAL_SUMMARY_FILE, TEST_PREDICTIONS_FILE, save_test_predictions, write_report
 from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, RunConfig
-from .search import run_search, write_history
+from .search import make_sampler, run_search, write_history
 from .search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
+FINAL_MODEL_METHOD = (
+    "the best trial's values trained on all {train_rows} training rows, the epoch with the lowest dev MSE kept "
+    "(epoch {best_epoch}), the decision threshold chosen on dev ({threshold_metric}), test scored once"
+)
 
-def run_pipeline(config: RunConfig) -> dict[str, Any]:
-    """Search, retrain with the best parameters, evaluate on test, save; return the run's summary.
 
-    Every input is checked before any training: the search space, the data files, the encoder.
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: the study's history, the final model's test metrics and folder (None when only
+    searching, and on ranks > 0 for the folder's files)."""
+
+    study_name: str
+    history: dict[str, Any] | None = None
+    test_metrics: dict[str, float] | None = None
+    model_dir: Path | None = None
+
+
+def check_run(config: RunConfig, space: SearchSpace) -> None:
+    """Checks that need no data or model: sampler options and warm-start points (before anything loads)."""
+    make_sampler(config.sampler, config.seed, space, config.sampler_options)
+    for index, point in enumerate(config.warm_start):
+        space.check_point(point, f"warm_start[{index}]")
+
+
+def run_pipeline(config: RunConfig) -> RunResult:
+    """Search, train the final model with the best parameters, evaluate on test, save; return the result.
+
+    Every input is checked before any training: the search space, the sampler options, the warm-start points,
+    the data files, the encoder.
     """
     space = SearchSpace.from_dict(config.search_space)
+    check_run(config, space)
     splits = load_splits(config.data, config.max_train_samples, config.max_eval_samples, config.max_test_samples)
     model_path = config.model_path()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     encoder = AutoModel.from_pretrained(model_path)
     longest = int(space.largest("max_length", default=config.training.get("max_length", 128)))
     tokenized = tokenize_splits(splits, tokenizer, longest)
+    search_data = tokenized
+    if config.search_train_samples is not None:
+        sample = random_subset(tokenized["train"], config.search_train_samples, config.seed)
+        search_data = DatasetDict({**tokenized, "train": sample})
 
-    study = run_search(config, space, tokenized, tokenizer, encoder)
+    study = run_search(config, space, search_data, tokenizer, encoder)
     state = PartialState()
     if config.search_only:
-        return {"study": config.resolved_study_name, "history": None, "test_metrics": None, "model_dir": None}
+        return RunResult(study_name=config.resolved_study_name)
     summary = None
     if state.is_main_process:
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise RuntimeError(f"study {study.study_name!r} has no completed trial: nothing to retrain")
         summary = write_history(study, space, config.run_dir / "optimization_history.json")
     summary = from_rank_zero(summary)
-    best_epoch = summary["best_trial"].get("best_epoch")
 
-    model, test_metrics, (predictions, references) = train_final(
-        config, space, summary["best_params"], best_epoch, tokenized, tokenizer, encoder
-    )
+    final = train_final(config, space, summary["best_params"], tokenized, tokenizer, encoder)
     folder = config.run_dir / "final_model"
     if state.is_main_process:
-        write_test_metrics(test_metrics, config.run_dir / "test_metrics.json")
-        logger.info("test metrics: %s", test_metrics)
-        save_final(model, tokenizer, folder, card_context(config, summary, test_metrics, best_epoch, model, folder))
+        write_test_metrics(final.test_metrics, config.run_dir / "test_metrics.json")
+        final_summary = describe_final(config, final, len(tokenized["train"]))
+        (config.run_dir / FINAL_SUMMARY_FILE).write_text(json.dumps(final_summary, indent=2), encoding="utf-8")
+        logger.info("test metrics: %s", final.test_metrics)
+        save_final(final.model, tokenizer, folder, card_context(config, summary, final, final_summary, folder))
         # After saving, so that a failing plot can never cost the trained model.
-        save_test_predictions(predictions, references, config.run_dir / TEST_PREDICTIONS_FILE)
-        write_report(study, config.run_dir, test_metrics, (predictions, references))
+        predictions = (final.test.predicted, final.test.true)
+        save_test_predictions(*predictions, config.run_dir / TEST_PREDICTIONS_FILE)
+        write_report(study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary)
         if config.push_to_hub:
             push_folder(folder, config.push_to_hub)
     state.wait_for_everyone()
+    return RunResult(config.resolved_study_name, summary, final.test_metrics, folder)
+
+
+def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> dict[str, Any]:
+    """How the shipped model was made and how well it is calibrated: final_model.json, the report's section."""
     return {
-        "study": config.resolved_study_name,
-        "history": summary,
-        "test_metrics": test_metrics,
-        "model_dir": str(folder),
+        "method": FINAL_MODEL_METHOD.format(
+            train_rows=train_rows, best_epoch=final.best_epoch, threshold_metric=config.threshold_metric
+        ),
+        "best_epoch": final.best_epoch,
+        "decision_threshold": final.decision_threshold,
+        "threshold_metric": config.threshold_metric,
+        "loss": final.model.config.loss,
+        "encoder_dropout": final.model.config.encoder_dropout,
+        "dev_metrics": final.dev_metrics,
+        "calibration": {
+            "train_offset_eval_mode": final.train_offset,
+            "dev_offset": final.dev.offset,
+            "test_offset": final.test.offset,
+            "offset_flagged": final.offset_flagged,
+        },
     }
 
 
-def card_context(config, summary, test_metrics, best_epoch, model, folder) -> dict[str, Any]:
+def card_context(
+    config: RunConfig, summary: dict[str, Any], final: FinalResult, final_summary: dict[str, Any], folder: Path
+) -> dict[str, Any]:
     """What the model card template shows about this run."""
     hyperparameters = {**summary["fixed_params"], **summary["best_params"]}
-    if best_epoch is not None:
-        hyperparameters["epochs_trained"] = best_epoch
+    if final.best_epoch is not None:
+        hyperparameters["epochs_trained"] = final.best_epoch
     return {
         "model_name": f"{config.model_slug}-query-reward",
         "base_model": base_model_id(config),
         "repo_id": config.push_to_hub or str(folder),
-        "test_metrics": test_metrics,
+        "test_metrics": final.test_metrics,
         "hyperparameters": hyperparameters,
         "best_value": summary["best_value"],
         "n_trials": summary["n_trials"],
         "sampler": config.sampler,
-        "max_length": model.config.max_length,
+        "max_length": final.model.config.max_length,
+        "decision_threshold": final.decision_threshold,
+        "threshold_metric": config.threshold_metric,
+        "method": final_summary["method"],
     }
 
 
@@ -93,4 +146,4 @@ def base_model_id(config: RunConfig) -> str | None:
     return None if config.model_path() != config.model or Path(config.model).exists() else config.model
 
 
-__all__ = ["run_pipeline"]
+__all__ = ["RunResult", "run_pipeline"]

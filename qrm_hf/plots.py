@@ -28,9 +28,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-# Faruqui & Das (2018): a query whose mean rating is >= 0.8 is well-formed. Equal to
-# qrm_hf.metrics.WELLFORMED_THRESHOLD, not imported from there because that module loads `evaluate` (seconds).
-PAPER_THRESHOLD = 0.8
+from .metrics.thresholds import WELLFORMED_THRESHOLD, as_scores, threshold_curve
+
 # The true score is the mean of five binary ratings.
 SCORE_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TARGET_NAME = "validation MSE"
@@ -306,46 +305,6 @@ def study_plots(
     return records
 
 
-def _as_scores(values: Any, what: str) -> np.ndarray:
-    if isinstance(values, tuple):  # Trainer predictions may hold several outputs; the scores come first
-        values = values[0]
-    array = np.asarray(values, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} contain {int(np.sum(~np.isfinite(array)))} values that are nan or infinite")
-    return array
-
-
-def threshold_curve(
-    predictions: Any, references: Any, thresholds: Any, label_threshold: float = PAPER_THRESHOLD
-) -> dict[str, np.ndarray]:
-    """Accuracy and F1 of "well-formed" when a prediction >= each decision threshold counts as well-formed.
-
-    The true label stays the paper's: score >= `label_threshold`. At a decision threshold equal to it, the
-    figures equal the wellformedness metric's `accuracy` and `f1`.
-
-    Example:
-        >>> threshold_curve([0.9, 0.1], [1.0, 0.0], [0.5, 0.95])["accuracy"]
-        array([1. , 0.5])
-    """
-    predicted = _as_scores(predictions, "predictions")
-    true = _as_scores(references, "references")
-    cuts = np.asarray(thresholds, dtype=np.float64).reshape(-1, 1)
-    predicted_positive = predicted[None, :] >= cuts
-    true_positive = (true >= label_threshold)[None, :]
-    hits = np.sum(predicted_positive & true_positive, axis=1).astype(np.float64)
-    precision = hits / np.maximum(np.sum(predicted_positive, axis=1), 1.0)
-    recall = hits / max(float(np.sum(true_positive)), 1.0)
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    return {
-        "threshold": cuts.reshape(-1),
-        "accuracy": np.mean(predicted_positive == true_positive, axis=1),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-    }
-
-
 def _predictions_figure(
     predicted: np.ndarray, true: np.ndarray, levels: Sequence[float], threshold: float, seed: int
 ) -> tuple[Any, str]:
@@ -375,9 +334,12 @@ def _predictions_figure(
     return figure, "Mean prediction (± 1 std) for each true score; dots: single queries, spread sideways."
 
 
-def _thresholds_figure(predicted: np.ndarray, true: np.ndarray, threshold: float) -> tuple[Any, str]:
+def _thresholds_figure(
+    predicted: np.ndarray, true: np.ndarray, threshold: float, decision_threshold: float | None
+) -> tuple[Any, str]:
     plt = _pyplot()
-    grid = np.unique(np.append(np.linspace(0.0, 1.0, 101), threshold))
+    marks = [threshold] if decision_threshold is None else [threshold, decision_threshold]
+    grid = np.unique(np.append(np.linspace(0.0, 1.0, 101), marks))
     curve = threshold_curve(predicted, true, grid, label_threshold=threshold)
     at = int(np.flatnonzero(grid == threshold)[0])
     best = int(np.argmax(curve["f1"]))
@@ -387,6 +349,11 @@ def _thresholds_figure(predicted: np.ndarray, true: np.ndarray, threshold: float
     axes.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"paper's threshold {threshold}")
     axes.plot([threshold, threshold], [curve["accuracy"][at], curve["f1"][at]], "ko", markersize=4)
     axes.plot(grid[best], curve["f1"][best], "r*", markersize=10, label=f"best F1 at {grid[best]:.2f}")
+    if decision_threshold is not None:
+        chosen = int(np.flatnonzero(grid == decision_threshold)[0])
+        axes.axvline(
+            decision_threshold, color="tab:purple", linestyle=":", label=f"chosen on dev {decision_threshold:g}"
+        )
     axes.set_xlabel("decision threshold on the predicted score")
     axes.set_ylabel("score")
     axes.set_ylim(0.0, 1.02)
@@ -396,6 +363,11 @@ def _thresholds_figure(predicted: np.ndarray, true: np.ndarray, threshold: float
         f"At {threshold}: accuracy {curve['accuracy'][at]:.4f}, F1 {curve['f1'][at]:.4f}; "
         f"the highest F1, {curve['f1'][best]:.4f}, is at {grid[best]:.2f}."
     )
+    if decision_threshold is not None:
+        note += (
+            f" At the threshold chosen on dev, {decision_threshold:g}: accuracy {curve['accuracy'][chosen]:.4f}, "
+            f"F1 {curve['f1'][chosen]:.4f}."
+        )
     return figure, note
 
 
@@ -404,7 +376,8 @@ def final_model_plots(
     references: Any,
     folder: str | Path,
     *,
-    threshold: float = PAPER_THRESHOLD,
+    threshold: float = WELLFORMED_THRESHOLD,
+    decision_threshold: float | None = None,
     levels: Sequence[float] = SCORE_LEVELS,
     dpi: int = 100,
     seed: int = 0,
@@ -412,10 +385,11 @@ def final_model_plots(
     """Write the final model's test plots into `folder`: predicted vs true score, accuracy/F1 by threshold.
 
     `predictions` and `references` are the test set's predicted and true scores; true scores are grouped at
-    the nearest of `levels`. `seed` fixes the horizontal jitter of the scatter.
+    the nearest of `levels`. `decision_threshold`, the cut chosen on dev, is marked beside the paper's.
+    `seed` fixes the horizontal jitter of the scatter.
     """
-    predicted = _as_scores(predictions, "predictions")
-    true = _as_scores(references, "references")
+    predicted = as_scores(predictions, "predictions")
+    true = as_scores(references, "references")
     if predicted.size != true.size:
         raise ValueError(f"{predicted.size} predictions for {true.size} references: they must pair up one to one")
     if predicted.size == 0:
@@ -429,7 +403,7 @@ def final_model_plots(
     with matplotlib.rc_context():
         for name, (figure, caption) in (
             ("test_predictions", _predictions_figure(predicted, true, levels, threshold, seed)),
-            ("test_thresholds", _thresholds_figure(predicted, true, threshold)),
+            ("test_thresholds", _thresholds_figure(predicted, true, threshold, decision_threshold)),
         ):
             records.append(PlotRecord(name, _save(figure, folder / f"{name}.png", dpi), caption))
     return records
@@ -437,7 +411,6 @@ def final_model_plots(
 
 __all__ = [
     "FINAL_MODEL_PLOTS",
-    "PAPER_THRESHOLD",
     "SCORE_LEVELS",
     "STUDY_PLOTS",
     "PlotRecord",

@@ -48,6 +48,18 @@ def make_parser() -> argparse.ArgumentParser:
         "jsonl: {query, score} objects. Default: %(default)s.",
     )
     parser.add_argument("--raw", action="store_true", help="Raw head outputs instead of scores clamped to [0, 1].")
+    parser.add_argument(
+        "--classify",
+        action="store_true",
+        help="Add whether each query is well-formed (score >= the model's decision threshold, chosen on dev): "
+        "a third TSV column (1/0) or a `well_formed` JSONL field.",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="With --classify: this threshold instead of the model's (e.g. 0.8, the paper's convention).",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="Queries per forward pass (default: %(default)s).")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps... (default: the fastest available).")
     return parser
@@ -103,14 +115,24 @@ def read_queries(args: argparse.Namespace, stdin: TextIO) -> list[str]:
         raise InputError(f"{args.input}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
-def write_scores(queries: list[str], scores: list[float], output_format: str, out: IO[str]) -> None:
-    """One line per query, in input order."""
+def write_scores(
+    queries: list[str],
+    scores: list[float],
+    output_format: str,
+    out: IO[str],
+    threshold: float | None = None,
+) -> None:
+    """One line per query, in input order; with `threshold`, also whether the score reaches it."""
     for query, score in zip(queries, scores, strict=True):
         if output_format == "jsonl":
-            out.write(json.dumps({"query": query, "score": score}, ensure_ascii=False) + "\n")
+            record = {"query": query, "score": score}
+            if threshold is not None:
+                record["well_formed"] = score >= threshold
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             flat = query.replace("\t", " ").replace("\r", " ").replace("\n", " ")
-            out.write(f"{flat}\t{score:.6f}\n")
+            label = "" if threshold is None else f"\t{int(score >= threshold)}"
+            out.write(f"{flat}\t{score:.6f}{label}\n")
 
 
 def predict_main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -121,6 +143,12 @@ def predict_main(argv: list[str] | None = None, stdin: TextIO | None = None, std
         parser.error("give queries as arguments or with --input, not both")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threshold is not None and not args.classify:
+        parser.error("--threshold needs --classify")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.classify and args.raw:
+        parser.error("--classify compares scores in [0, 1] with a threshold: leave out --raw")
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     try:
@@ -137,12 +165,15 @@ def predict_main(argv: list[str] | None = None, stdin: TextIO | None = None, std
         print(f"error: cannot load --model {args.model}: {error}", file=sys.stderr)
         return 2
     scores = scorer.score(queries, raw=args.raw, batch_size=args.batch_size)
+    threshold = None
+    if args.classify:
+        threshold = scorer.decision_threshold if args.threshold is None else args.threshold
     if args.output is None:
-        write_scores(queries, scores, args.output_format, stdout)
+        write_scores(queries, scores, args.output_format, stdout, threshold)
     else:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("w", encoding="utf-8") as out:
-            write_scores(queries, scores, args.output_format, out)
+            write_scores(queries, scores, args.output_format, out, threshold)
     return 0
 
 

@@ -11,6 +11,7 @@ Numbers read from the storage are written with `repr`, which round-trips a float
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -28,16 +29,22 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
 from .storage import StorageError, make_storage, redact, storage_file
+from .trials import FINISHED, MODELLED, ORIGINS, trial_origin
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 MIN_TRIALS_TO_JUDGE = 4
 # "Still improving": the best value moved by more than this fraction over the last quarter of finished trials.
 MIN_RELATIVE_IMPROVEMENT = 0.01
 RECENT_FRACTION = 0.25
+# The recent window holds at least this many trials, and at least this many trials must come from the sampler's
+# model (not warm-start points, not its random start-up draws) before the search can be called converged.
+MIN_RECENT_TRIALS = 3
+MIN_MODELLED_TRIALS = 3
+
 PLOTS_FOLDER = "plots"
 TEST_METRICS_FILE = "test_metrics.json"
 TEST_PREDICTIONS_FILE = "test_predictions.json"
+FINAL_SUMMARY_FILE = "final_model.json"
 
 PLOT_TITLES = {
     "optimization_history": "Optimization history",
@@ -66,6 +73,7 @@ class StudySummary:
     first_start: datetime.datetime | None
     last_complete: datetime.datetime | None
     best_trial: FrozenTrial | None
+    origins: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def finished(self) -> int:
@@ -86,6 +94,8 @@ def summarize(study: optuna.Study) -> StudySummary:
     starts = [trial.datetime_start for trial in trials if trial.datetime_start is not None]
     completions = [trial.datetime_complete for trial in trials if trial.datetime_complete is not None]
     best = study.best_trial if counts["complete"] else None
+    finished = [trial for trial in trials if trial.state in FINISHED]
+    origins = {origin: sum(trial_origin(trial) == origin for trial in finished) for origin in ORIGINS}
     return StudySummary(
         study_name=study.study_name,
         direction=study.direction.name.lower(),
@@ -93,6 +103,7 @@ def summarize(study: optuna.Study) -> StudySummary:
         first_start=min(starts, default=None),
         last_complete=max(completions, default=None),
         best_trial=best,
+        origins=origins,
     )
 
 
@@ -137,8 +148,9 @@ def convergence_verdict(
 
     Finished trials (complete + pruned) are taken in trial-number order. The search is *still improving* when
     the best value over all of them beats the best value before the last `recent_fraction` of them (at least
-    one trial) by more than `min_relative_improvement` of that earlier best; then more trials are likely to
-    pay off. Fewer than 4 finished trials are too few to judge.
+    3 trials) by more than `min_relative_improvement` of that earlier best; then more trials are likely to
+    pay off. Fewer than 4 finished trials are too few to judge, and so is a study whose sampler has modelled
+    fewer than 3 of them: warm-start points and a TPE's random start-up draws say nothing about convergence.
 
     Example:
         >>> study = optuna.create_study()
@@ -154,7 +166,19 @@ def convergence_verdict(
             f"too few trials to judge: {count} finished, at least {MIN_TRIALS_TO_JUDGE} are needed",
             count,
         )
-    recent = max(1, math.ceil(count * recent_fraction))
+    modelled = sum(trial_origin(trial) == MODELLED for trial in finished)
+    if modelled < MIN_MODELLED_TRIALS:
+        chosen_otherwise = count - modelled
+        return ConvergenceVerdict(
+            None,
+            f"not judged yet: {chosen_otherwise} of the {count} finished trials were warm-start points or the "
+            f"sampler's random start-up draws, and only {modelled} came from its model (at least "
+            f"{MIN_MODELLED_TRIALS} are needed before convergence means anything); raise n_trials, e.g. to "
+            f"{count + 2 * MIN_MODELLED_TRIALS} (`--n-trials {count + 2 * MIN_MODELLED_TRIALS}`): the same command "
+            "resumes the study and runs only the missing trials",
+            count,
+        )
+    recent = min(count - 1, max(MIN_RECENT_TRIALS, math.ceil(count * recent_fraction)))
     direction = study.direction
     best_before = _best_value(finished[:-recent], direction)
     best_now = _best_value(finished, direction)
@@ -244,6 +268,7 @@ def render_report(
     run_dir: Path,
     test_metrics: dict[str, Any] | None = None,
     test_records: Sequence[PlotRecord] = (),
+    final_summary: dict[str, Any] | None = None,
 ) -> str:
     """The Markdown text of report.md; plot links are relative to `run_dir`, the report's folder."""
     counts = summary.counts
@@ -259,6 +284,9 @@ def render_report(
     lines += ["", f"- Direction: {summary.direction} {TARGET_NAME}", f"- Wall time: {_wall_time(summary)}"]
     if counts["running"]:
         lines.append(f"- {counts['running']} trial(s) still running: counted above, not treated as finished.")
+    if summary.origins:
+        drawn = ", ".join(f"{count} {origin}" for origin, count in summary.origins.items())
+        lines.append(f"- How the finished trials' points were chosen: {drawn}.")
     best = summary.best_trial
     if best is None:
         lines += ["- Best value: none yet (no completed trial)", ""]
@@ -270,12 +298,79 @@ def render_report(
             lines += [*_table(("attribute", "value"), list(best.user_attrs.items())), ""]
     lines += ["## Convergence", "", verdict.message, ""]
     lines += ["## Plots", "", *_plot_section(study_records, run_dir)]
+    if final_summary is not None:
+        lines += _final_model_section(final_summary)
     if test_metrics is not None or test_records:
         lines += ["## Final model on test", ""]
         if test_metrics is not None:
-            lines += [*_table(("metric", "value"), list(test_metrics.items())), ""]
+            lines += _test_metrics_lines(test_metrics)
         lines += _plot_section(test_records, run_dir)
     return "\n".join(lines).rstrip() + "\n"
+
+
+THRESHOLD_LABELS = {
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+}
+
+
+def _test_metrics_lines(test_metrics: dict[str, Any]) -> list[str]:
+    """The regression figures, then well-formed-or-not at the paper's 0.8 and at the threshold chosen on dev."""
+    threshold = test_metrics.get("decision_threshold")
+    if threshold is None:  # metrics of a model without a threshold chosen on dev: all at the paper's 0.8
+        return [*_table(("metric", "value"), list(test_metrics.items())), ""]
+    thresholded = {*THRESHOLD_LABELS, *(f"{name}_at_threshold" for name in THRESHOLD_LABELS), "decision_threshold"}
+    rows = [(name, value) for name, value in test_metrics.items() if name not in thresholded]
+    lines = [*_table(("metric", "value"), rows), ""]
+    lines += [
+        f"| a query counts as well-formed when its predicted score is at least | 0.8 (the paper's convention) "
+        f"| {format_value(threshold)} (chosen on dev) |",
+        "| --- | --- | --- |",
+    ]
+    for name, label in THRESHOLD_LABELS.items():
+        at_paper, at_chosen = test_metrics.get(name), test_metrics.get(f"{name}_at_threshold")
+        lines.append(f"| {label} | {format_value(at_paper)} | {format_value(at_chosen)} |")
+    return lines + ["", "The true label is always the paper's: a mean rating of at least 0.8.", ""]
+
+
+def _final_model_section(final_summary: dict[str, Any]) -> list[str]:
+    """How the shipped model was made, and its calibration on train (eval mode), dev and test."""
+    calibration = final_summary.get("calibration", {})
+    lines = ["## How the final model was made", "", f"{final_summary.get('method', 'not recorded')}.", ""]
+    dev = final_summary.get("dev_metrics") or {}
+    if dev:
+        lines.append(
+            f"- Dev MSE of the kept epoch: {format_value(dev.get('mse'))} (the search's best trial: see above; "
+            "the search may have trained on fewer rows)."
+        )
+    encoder_dropout = final_summary.get("encoder_dropout")
+    lines += [
+        f"- Loss: {final_summary.get('loss')}; encoder dropout: "
+        f"{'as the encoder ships it' if encoder_dropout is None else encoder_dropout}.",
+        f"- Decision threshold: {format_value(final_summary.get('decision_threshold'))}, the one that maximizes dev "
+        f"{final_summary.get('threshold_metric')} (stored in the saved model's config as `decision_threshold`).",
+        "",
+        "### Calibration (mean prediction minus mean label)",
+        "",
+        *_table(
+            ("split", "offset"),
+            [
+                ("train (2,000 rows, eval mode)", calibration.get("train_offset_eval_mode")),
+                ("dev", calibration.get("dev_offset")),
+                ("test", calibration.get("test_offset")),
+            ],
+        ),
+        "",
+    ]
+    if calibration.get("offset_flagged"):
+        lines += [
+            "**Flagged:** the model's scores are shifted on its own training rows in eval mode; the usual cause is "
+            "encoder dropout feeding a nonlinear head (set `encoder_dropout: 0.0`).",
+            "",
+        ]
+    return lines
 
 
 def write_report(
@@ -284,19 +379,29 @@ def write_report(
     test_metrics: dict[str, Any] | None = None,
     predictions: tuple[Any, Any] | None = None,
     *,
+    final_summary: dict[str, Any] | None = None,
     seed: int = IMPORTANCE_SEED,
 ) -> Path:
     """Write `run_dir/report.md` and its plots under `run_dir/plots/`; return the report's path.
 
     `predictions` is the pair (predicted scores, true scores) on test; with it the report adds the final
-    model's plots.
+    model's plots. `final_summary` (final_model.json) says how the final model was made and how it is calibrated.
     """
     run_dir = Path(run_dir)
     plots_dir = run_dir / PLOTS_FOLDER
     study_records = study_plots(study, plots_dir, seed=seed)
-    test_records = final_model_plots(*predictions, plots_dir) if predictions is not None else []
+    threshold = (test_metrics or {}).get("decision_threshold")
+    test_records = (
+        final_model_plots(*predictions, plots_dir, decision_threshold=threshold) if predictions is not None else []
+    )
     text = render_report(
-        summarize(study), convergence_verdict(study), study_records, run_dir, test_metrics, test_records
+        summarize(study),
+        convergence_verdict(study),
+        study_records,
+        run_dir,
+        test_metrics,
+        test_records,
+        final_summary,
     )
     path = run_dir / "report.md"
     path.write_text(text, encoding="utf-8")
@@ -357,7 +462,9 @@ def rebuild_report(
     predictions_path = run_dir / TEST_PREDICTIONS_FILE
     test_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     predictions = load_test_predictions(predictions_path) if predictions_path.is_file() else None
-    return write_report(study, run_dir, test_metrics, predictions, seed=seed)
+    final_path = run_dir / FINAL_SUMMARY_FILE
+    final_summary = json.loads(final_path.read_text(encoding="utf-8")) if final_path.is_file() else None
+    return write_report(study, run_dir, test_metrics, predictions, final_summary=final_summary, seed=seed)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that p
 SAMPLERS = ("tpe", "random", "grid", "gp", "qmc")
 PRUNERS = ("none", "median", "hyperband", "successive_halving")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
+THRESHOLD_METRICS = ("accuracy", "f1")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,38 @@ class RunConfig:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N dev rows."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows."})
+    search_train_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Trials train on a seeded random subset of N training rows (lower fidelity, faster search); "
+            "the final model always trains on every training row."
+        },
+    )
+    sampler_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Keyword arguments of the sampler's class, e.g. {n_startup_trials: 4, multivariate: true} "
+            "for TPE (YAML only)."
+        },
+    )
+    warm_start: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={
+            "help": "Points of the space tried first, before the sampler proposes anything: a list of "
+            "{parameter: value} mappings (YAML only)."
+        },
+    )
+    keep_best_trial_model: bool = field(
+        default=False,
+        metadata={
+            "help": "Save the best trial's own model (trained on the search's rows, best dev epoch) to "
+            "<run>/best_trial_model beside the final model."
+        },
+    )
+    threshold_metric: str = field(
+        default="accuracy",
+        metadata={"help": f"What the decision threshold maximizes on dev: {', '.join(THRESHOLD_METRICS)}."},
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Push the final model to this Hub repo id."})
     force: bool = field(default=False, metadata={"help": "Delete the study of the same name and start again."})
     search_only: bool = field(
@@ -98,6 +131,14 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 second, got {value}")
+        if self.threshold_metric not in THRESHOLD_METRICS:
+            raise ConfigError(f"threshold_metric must be one of {THRESHOLD_METRICS}, got {self.threshold_metric!r}")
+        if self.search_train_samples is not None and self.search_train_samples < 1:
+            raise ConfigError(f"search_train_samples must be >= 1, got {self.search_train_samples}")
+        if not isinstance(self.sampler_options, dict):
+            raise ConfigError(f"sampler_options must be a mapping of keyword arguments, got {self.sampler_options!r}")
+        if not isinstance(self.warm_start, list) or not all(isinstance(point, dict) for point in self.warm_start):
+            raise ConfigError(f"warm_start must be a list of {{parameter: value}} mappings, got {self.warm_start!r}")
         if not isinstance(self.training, dict):
             raise ConfigError(f"training must be a mapping of TrainingArguments fields, got {self.training!r}")
 

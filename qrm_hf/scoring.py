@@ -170,6 +170,12 @@ class QueryScorer:
         return next(self.model.parameters()).device
 
     @property
+    def decision_threshold(self) -> float:
+        """A score at or above it means well-formed: chosen on dev by the run that trained the model (0.8, the
+        paper's convention, for models saved without one)."""
+        return float(getattr(self.model.config, "decision_threshold", 0.8))
+
+    @property
     def max_length(self) -> int:
         """The longest input in tokens; longer queries are truncated to it, as in training."""
         return self.model.config.max_length
@@ -221,6 +227,21 @@ class QueryScorer:
                     scores[index] = value
                 bar.update(len(indices))
         return scores
+
+    def classify(
+        self, queries: Iterable[str], threshold: float | None = None, batch_size: int | None = None
+    ) -> list[bool]:
+        """Whether each query is well-formed: its score at or above `threshold` (default: the model's
+        `decision_threshold`, chosen on dev when it was trained).
+
+        Example:
+            >>> scorer.classify(["how do owls hunt ?", "owls hunt how"])  # doctest: +SKIP
+            [True, False]
+        """
+        cut = self.decision_threshold if threshold is None else float(threshold)
+        if not 0.0 <= cut <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        return [score >= cut for score in self.score(queries, batch_size=batch_size)]
 
 
 __all__ = ["PROGRESS_MIN_QUERIES", "QueryScorer", "check_reward_model", "resolve_device", "resolve_dtype"]

@@ -7,6 +7,7 @@ finished trials in the study, and only the missing ones run.
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import logging
 import time
@@ -31,27 +32,63 @@ from .search_space import SearchSpace
 from .storage import make_storage, storage_url_for_log
 from .trainer import PerTrialEarlyStopping, QRMTrainer
 from .training_args import QRMTrainingArguments
+from .trials import DRAWN_BY, FINISHED, finished_trials, origin_at_start
 
 logger = logging.getLogger(__name__)
+BEST_TRIAL_MODEL_FOLDER = "best_trial_model"
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+SAMPLER_CLASSES = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+# Options qrm_hf sets itself: the seed (--seed) and, for grid, the grid (the search space).
+RESERVED_SAMPLER_OPTIONS = {"seed", "search_space"}
 
 
-def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """An Optuna sampler by name; TPE lies about running trials so parallel workers spread out."""
+class SamplerOptionsError(ValueError):
+    """`sampler_options` that the chosen sampler does not take; the message lists what it does take."""
+
+
+def make_sampler(
+    name: str, seed: int, space: SearchSpace, options: dict[str, Any] | None = None
+) -> optuna.samplers.BaseSampler:
+    """An Optuna sampler by name, with `options` passed to its class (checked against its signature).
+
+    TPE lies about running trials (`constant_liar`) unless told otherwise, so parallel workers spread out.
+
+    Example:
+        >>> make_sampler("tpe", 42, space, {"n_startup_trials": 4, "multivariate": True})  # doctest: +SKIP
+    """
+    if name not in SAMPLER_CLASSES:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLER_CLASSES)}")
+    sampler_class = SAMPLER_CLASSES[name]
+    options = dict(options or {})
+    accepted = set(inspect.signature(sampler_class.__init__).parameters) - {"self"} - RESERVED_SAMPLER_OPTIONS
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise SamplerOptionsError(
+            f"sampler_options {unknown} are not options of {sampler_class.__name__} (--sampler {name}); "
+            f"it takes {sorted(accepted)} (seed comes from --seed)"
+        )
     if name == "tpe":
-        with warnings.catch_warnings():  # constant_liar is marked experimental in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        options.setdefault("constant_liar", True)
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}")
+        options["search_space"] = space.grid()
+    with warnings.catch_warnings():  # constant_liar, multivariate, group are marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return sampler_class(seed=seed, **options)
+        except (TypeError, ValueError) as error:
+            raise SamplerOptionsError(f"sampler_options for {sampler_class.__name__}: {error}") from None
+
+
+def startup_trials(sampler: optuna.samplers.BaseSampler) -> int:
+    """How many finished trials the sampler waits for before it models the space (TPE, GP); 0 for the others."""
+    return int(getattr(sampler, "_n_startup_trials", 0))
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -67,19 +104,18 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r}")
 
 
-def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=FINISHED)
-
-
 class ModelFactory:
     """Builds a trial's model: a copy of the pretrained encoder, loaded once, plus the trial's head."""
 
-    def __init__(self, encoder: PreTrainedModel, space: SearchSpace, default_max_length: int) -> None:
+    def __init__(self, encoder: PreTrainedModel, space: SearchSpace, default_max_length: int, startup: int = 0) -> None:
         self.encoder = encoder
         self.space = space
         self.default_max_length = default_max_length
+        self.startup = startup
 
     def __call__(self, trial: optuna.Trial | None = None) -> QueryRewardModel:
+        if isinstance(trial, optuna.Trial) and DRAWN_BY not in trial.user_attrs:
+            trial.set_user_attr(DRAWN_BY, origin_at_start(trial, self.startup))
         values = self.space.values(trial)
         return self.build(values)
 
@@ -125,6 +161,45 @@ class TrialProgress(TrainerCallback):
     def close(self) -> None:
         self.refresh()
         self.bar.close()
+
+
+class KeepBestTrialModel(TrainerCallback):
+    """Keep the best trial's own model: each trial's best-epoch weights are held in memory, and a trial that
+    finishes (not pruned) with a better value than every completed trial so far is saved to `folder`, with
+    `trial.json` naming it. Trials otherwise write nothing, so this is opt-in (`keep_best_trial_model`)."""
+
+    def __init__(self, folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.folder = folder
+        self.tokenizer = tokenizer
+        self.best_mse = float("inf")
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.best_mse, self.weights = float("inf"), None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        mse = (metrics or {}).get("eval_mse")
+        if model is not None and mse is not None and mse < self.best_mse:
+            self.best_mse = mse
+            self.weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+    def trial_finished(self, trial: optuna.Trial, model: QueryRewardModel) -> Path | None:
+        """Save `model` with this trial's best-epoch weights if the trial beats every completed trial."""
+        if self.weights is None:
+            return None
+        completed = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if any(other.value is not None and other.value <= self.best_mse for other in completed):
+            return None
+        from .final import save_reward_model
+
+        model.load_state_dict(self.weights)
+        save_reward_model(model, self.tokenizer, self.folder)
+        (self.folder / "trial.json").write_text(
+            json.dumps({"trial": trial.number, "value": self.best_mse, "params": trial.params}, indent=2),
+            encoding="utf-8",
+        )
+        logger.info("trial %d is the best so far: its own model saved to %s", trial.number, self.folder)
+        return self.folder
 
 
 def base_training_arguments(
@@ -199,11 +274,14 @@ def run_storage(config: RunConfig) -> BaseStorage:
 
 
 def open_study(config: RunConfig, space: SearchSpace, storage: BaseStorage | None = None) -> optuna.Study:
-    """Create or load the run's study; `force` deletes a study of the same name first.
+    """Create or load the run's study; `force` deletes a study of the same name first. The config's
+    `warm_start` points are enqueued (once per study), so they run before the sampler proposes anything.
 
-    Every check (storage reachable, direction, search space) happens before any trial runs, and none of them
-    writes to an existing study.
+    Every check (sampler options, warm-start points, storage reachable, direction, search space) happens
+    before any trial runs, and none of them writes to an existing study.
     """
+    sampler = make_sampler(config.sampler, config.seed, space, config.sampler_options)
+    warm_start = [space.check_point(point, f"warm_start[{index}]") for index, point in enumerate(config.warm_start)]
     storage = storage or run_storage(config)
     name = config.resolved_study_name
     if config.force and name in optuna.get_all_study_names(storage):
@@ -214,10 +292,12 @@ def open_study(config: RunConfig, space: SearchSpace, storage: BaseStorage | Non
         study_name=name,
         direction="minimize",
         load_if_exists=True,
-        sampler=make_sampler(config.sampler, config.seed, space),
+        sampler=sampler,
         pruner=make_pruner(config.pruner),
     )
     check_study_matches(study, space)
+    for point in warm_start:
+        study.enqueue_trial(point, skip_if_exists=True)
     return study
 
 
@@ -260,8 +340,10 @@ def run_search(
         callbacks.append(progress)
     if args.early_stopping_patience is not None:
         callbacks.append(PerTrialEarlyStopping(early_stopping_patience=args.early_stopping_patience))
+    if config.keep_best_trial_model and main:
+        callbacks.append(KeepBestTrialModel(config.run_dir / BEST_TRIAL_MODEL_FOLDER, tokenizer))
     trainer = QRMTrainer(
-        model_init=ModelFactory(encoder, space, args.max_length),
+        model_init=ModelFactory(encoder, space, args.max_length, startup_trials(study.sampler) if main else 0),
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["dev"],
@@ -336,7 +418,10 @@ def write_history(study: optuna.Study, space: SearchSpace, path: Path) -> dict[s
 
 
 __all__ = [
+    "BEST_TRIAL_MODEL_FOLDER",
+    "KeepBestTrialModel",
     "ModelFactory",
+    "SamplerOptionsError",
     "TrialProgress",
     "base_training_arguments",
     "history",
@@ -348,5 +433,6 @@ __all__ = [
     "open_study",
     "run_storage",
     "run_search",
+    "startup_trials",
     "write_history",
 ]

@@ -20,7 +20,16 @@ import optuna
 
 from .training_args import QRMTrainingArguments
 
-MODEL_PARAMETERS = ("dropout", "num_hidden_layers", "hidden_dim_ratio", "activation", "use_layer_norm", "pooling")
+MODEL_PARAMETERS = (
+    "dropout",
+    "num_hidden_layers",
+    "hidden_dim_ratio",
+    "activation",
+    "use_layer_norm",
+    "pooling",
+    "encoder_dropout",
+    "loss",
+)
 
 # The seed's names for TrainingArguments fields.
 TRAINING_ALIASES = {
@@ -136,6 +145,14 @@ def _target(name: str) -> str:
     )
 
 
+def _describe(distribution: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(distribution.choices)}"
+    step = f", step {distribution.step}" if getattr(distribution, "step", None) not in (None, 1) else ""
+    log = ", log" if getattr(distribution, "log", False) else ""
+    return f"[{distribution.low}, {distribution.high}]{step}{log}"
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Searched parameters and fixed values, split into the model's and the Trainer's.
@@ -196,6 +213,29 @@ class SearchSpace:
             if parameter.name == name:
                 return parameter.largest()
         return self.fixed.get(name, default)
+
+    def check_point(self, point: dict[str, Any], where: str = "warm_start") -> dict[str, Any]:
+        """A point to try first (`warm_start`), checked against the space: every key a searched parameter,
+        every value one the parameter can take. Parameters left out are drawn by the sampler."""
+        if not isinstance(point, dict):
+            raise SearchSpaceError(f"{where} must be a mapping of searched parameters, got {point!r}")
+        distributions = self.distributions()
+        checked = {}
+        for name, value in point.items():
+            if name not in distributions:
+                fixed = f" ({name} is fixed in the space at {self.fixed[name]!r})" if name in self.fixed else ""
+                raise SearchSpaceError(
+                    f"{where}.{name}: not a searched parameter{fixed}; searched: {', '.join(self.names)}"
+                )
+            distribution = distributions[name]
+            try:
+                contained = distribution._contains(distribution.to_internal_repr(value))
+            except (TypeError, ValueError):
+                contained = False
+            if not contained:
+                raise SearchSpaceError(f"{where}.{name}: {value!r} is outside the space ({_describe(distribution)})")
+            checked[name] = value
+        return checked
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         return {parameter.name: parameter.distribution() for parameter in self.parameters}

@@ -66,6 +66,11 @@ class QRMTrainer(Trainer):
         if self.hp_search_backend is not None:
             self.objective = best_validation_mse(self.state.log_history)
             self._record_trial(trial, pruned=self._prune_requested, metrics=output.metrics)
+            if not self._prune_requested and isinstance(trial, optuna.Trial) and self.is_world_process_zero():
+                # Callbacks that keep a trial's model (qrm_hf.search.KeepBestTrialModel) hear that it finished.
+                for callback in self.callback_handler.callbacks:
+                    if hasattr(callback, "trial_finished"):
+                        callback.trial_finished(trial, self.model)
             if self._prune_requested and isinstance(trial, optuna.Trial):
                 raise optuna.TrialPruned(f"pruned after epoch {round(self.state.epoch or 0)}")
         return output

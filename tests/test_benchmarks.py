@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench"
 
 
@@ -26,3 +28,23 @@ def test_training_throughput_script_reports_a_ratio(data_dir, capsys):
     assert load("train_throughput").main(argv) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| 32 |"))
     assert row.rstrip(" |").endswith("x")
+
+
+@pytest.mark.slow
+def test_quality_script_compares_plain_pipeline_and_best_trial(data_dir, tmp_path, capsys):
+    """Smoke run of the quality benchmark: the real MiniLM on a few rows, two trials, every column filled."""
+    output = tmp_path / "quality.json"
+    argv = [
+        "--data", str(data_dir), "--n-trials", "2", "--max-train-samples", "64", "--max-eval-samples", "48",
+        "--max-test-samples", "48", "--search-train-samples", "32", "--output", str(output),
+    ]  # fmt: skip
+    assert load("quality").main(argv) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| test MSE |"))
+    assert len(row.strip("|").split("|")) == 4
+    assert "anchors: Faruqui & Das 2018" in out
+    import json
+
+    record = json.loads(output.read_text())
+    assert record["b"]["study"]["origins"]["warm start"] == 1
+    assert 0.0 <= record["b_best_trial_model"]["decision_threshold"] <= 1.0

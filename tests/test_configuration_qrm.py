@@ -36,3 +36,35 @@ def test_encoder_config_is_stored_inside(tmp_path, tiny_encoder_config):
 def test_invalid_head_is_refused(tiny_encoder_config, kwargs, message):
     with pytest.raises(ValueError, match=message):
         QueryRewardConfig(encoder=tiny_encoder_config, **kwargs)
+
+
+def test_encoder_dropout_reaches_every_dropout_field_of_bert_and_modernbert(minilm_path, tiny_encoder_config):
+    from transformers import AutoConfig
+
+    minilm = QueryRewardConfig(encoder=AutoConfig.from_pretrained(minilm_path), encoder_dropout=0.0)
+    assert minilm.encoder.hidden_dropout_prob == 0.0 and minilm.encoder.attention_probs_dropout_prob == 0.0
+    modernbert = QueryRewardConfig(encoder=tiny_encoder_config.to_dict(), encoder_dropout=0.25)
+    fields = ("attention_dropout", "embedding_dropout", "mlp_dropout")
+    assert all(getattr(modernbert.encoder, name) == 0.25 for name in fields)
+    untouched = QueryRewardConfig(encoder=AutoConfig.from_pretrained(minilm_path))
+    assert untouched.encoder_dropout is None and untouched.encoder.hidden_dropout_prob == 0.1
+
+
+def test_encoder_dropout_is_saved_with_the_config(tmp_path, tiny_encoder_config):
+    QueryRewardConfig(encoder=tiny_encoder_config, encoder_dropout=0.0, loss="bce").save_pretrained(tmp_path)
+    reloaded = QueryRewardConfig.from_pretrained(tmp_path)
+    assert (reloaded.encoder_dropout, reloaded.loss, reloaded.encoder.attention_dropout) == (0.0, "bce", 0.0)
+    assert reloaded.decision_threshold == 0.8  # the paper's, until a run chooses one on dev
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"loss": "hinge"}, r"loss must be one of \('mse', 'bce'\)"),
+        ({"encoder_dropout": 1.0}, r"encoder_dropout must be in \[0, 1\)"),
+        ({"decision_threshold": 1.5}, r"decision_threshold must be in \[0, 1\]"),
+    ],
+)
+def test_invalid_loss_threshold_and_encoder_dropout_are_refused(tiny_encoder_config, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QueryRewardConfig(encoder=tiny_encoder_config, **kwargs)

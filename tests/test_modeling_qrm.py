@@ -88,9 +88,14 @@ def test_save_and_reload_give_identical_scores(make_tiny_model, tokenizer, tmp_p
     assert reloaded.config.pooling == "mean"
 
 
-def test_auto_model_loads_without_qrm_hf_installed(make_tiny_model, tokenizer, tmp_path):
-    """The saved folder carries its own code: a process that cannot import qrm_hf still loads and scores."""
-    model = make_tiny_model(num_hidden_layers=2).eval()
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_auto_model_loads_without_qrm_hf_installed(make_tiny_model, tokenizer, tmp_path, loss):
+    """The saved folder carries its own code: a process that cannot import qrm_hf still loads and scores, with
+    the loss it was trained with (a bce model's scores are sigmoids, also through the pipeline)."""
+    model = make_tiny_model(num_hidden_layers=2, loss=loss).eval()
+    if loss == "bce":
+        with torch.no_grad():
+            model.head.layers[-1].bias.fill_(-3.0)
     folder = save_reward_model(model, tokenizer, tmp_path / "saved")
     expected = model(**batch(tokenizer)).scores.tolist()
     script = textwrap.dedent(
@@ -103,7 +108,12 @@ def test_auto_model_loads_without_qrm_hf_installed(make_tiny_model, tokenizer, t
         tokenizer = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
         inputs = tokenizer({["how do owls hunt ?", "owls hunt", "which form of government is in greece ?"]!r},
                            padding=True, return_tensors="pt", return_token_type_ids=False)
-        print(json.dumps({{"class": type(model).__name__, "scores": model(**inputs).scores.tolist()}}))
+        from transformers import pipeline
+        scorer = pipeline("text-classification", model={str(folder)!r}, trust_remote_code=True,
+                          function_to_apply="none")
+        piped = [result["score"] for result in scorer(["how do owls hunt ?", "owls hunt"])]
+        print(json.dumps({{"class": type(model).__name__, "scores": model(**inputs).scores.tolist(),
+                           "loss": model.config.loss, "pipeline": piped}}))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")}
@@ -115,4 +125,45 @@ def test_auto_model_loads_without_qrm_hf_installed(make_tiny_model, tokenizer, t
 
     output = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
     assert output["class"] == "QueryRewardModel"
+    assert output["loss"] == loss
     assert output["scores"] == pytest.approx(expected, abs=1e-5)
+    assert output["pipeline"] == pytest.approx(expected[:2], abs=1e-5)
+    if loss == "bce":
+        assert all(0.0 < score < 0.1 for score in output["scores"])  # sigmoid of about -3, not the raw -3
+
+
+def test_bce_model_scores_lie_in_the_unit_interval_and_train_on_soft_labels(make_tiny_model, tokenizer):
+    model = make_tiny_model(loss="bce").eval()
+    with torch.no_grad():  # push the head's raw output far outside [0, 1]
+        model.head.layers[-1].bias.fill_(25.0)
+    labels = torch.tensor([1.0, 0.0, 0.6])
+    output = model(**batch(tokenizer), labels=labels)
+    assert torch.all((output.scores >= 0) & (output.scores <= 1))
+    assert torch.equal(output.logits.squeeze(-1), output.scores)  # pipelines with function_to_apply="none" see scores
+    with torch.no_grad():  # unsaturated, so the raw output can be read back from the score
+        model.head.layers[-1].bias.fill_(1.5)
+    output = model(**batch(tokenizer), labels=labels)
+    raw = torch.logit(output.scores.double())
+    expected = nn.functional.binary_cross_entropy_with_logits(raw, labels.double())
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_encoder_dropout_zero_makes_training_mode_deterministic_in_the_encoder(make_tiny_model, tokenizer):
+    model = make_tiny_model(encoder_dropout=0.0, dropout=0.0).train()
+    inputs = batch(tokenizer)
+    assert torch.equal(model(**inputs).scores, model(**inputs).scores)
+    noisy = make_tiny_model(encoder_dropout=0.5, dropout=0.0).train()
+    assert not torch.equal(noisy(**inputs).scores, noisy(**inputs).scores)
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_saved_loss_threshold_and_encoder_dropout_survive_a_reload(make_tiny_model, tokenizer, tmp_path, loss):
+    model = make_tiny_model(loss=loss, encoder_dropout=0.0, num_hidden_layers=0).eval()
+    model.config.decision_threshold = 0.65
+    folder = save_reward_model(model, tokenizer, tmp_path / "saved")
+    reloaded = QueryRewardModel.from_pretrained(folder).eval()
+    assert (reloaded.config.loss, reloaded.config.decision_threshold) == (loss, 0.65)
+    assert reloaded.config.encoder_dropout == 0.0
+    assert reloaded.config.encoder.mlp_dropout == 0.0
+    inputs = batch(tokenizer)
+    assert torch.allclose(model(**inputs).scores, reloaded(**inputs).scores, atol=1e-6)

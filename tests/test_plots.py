@@ -17,9 +17,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from qrm_hf.metrics import WELLFORMED_THRESHOLD
 from qrm_hf.plots import (
     FINAL_MODEL_PLOTS,
-    PAPER_THRESHOLD,
     STUDY_PLOTS,
     final_model_plots,
     parameter_importances,
@@ -223,7 +223,7 @@ def test_final_model_plots_are_valid_pngs(tmp_path):
     assert [record.name for record in records] == list(FINAL_MODEL_PLOTS)
     for _, path, _ in records:
         assert_png(path)
-    curve = threshold_curve(predictions, references, [PAPER_THRESHOLD])
+    curve = threshold_curve(predictions, references, [WELLFORMED_THRESHOLD])
     assert f"At 0.8: accuracy {curve['accuracy'][0]:.4f}, F1 {curve['f1'][0]:.4f}" in records[1].note
 
 
@@ -237,9 +237,8 @@ def test_threshold_curve_by_hand():
 
 
 def test_threshold_curve_agrees_with_the_wellformedness_metric():
-    from qrm_hf.metrics import WELLFORMED_THRESHOLD, load_metric
+    from qrm_hf.metrics import load_metric
 
-    assert PAPER_THRESHOLD == WELLFORMED_THRESHOLD
     rng = np.random.default_rng(1)
     references = rng.choice([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], size=200)
     predictions = np.clip(references + rng.normal(0, 0.2, size=200), 0, 1)

@@ -165,9 +165,10 @@ def test_verdict_on_a_still_improving_history():
     study = make_history([1.0 / (number + 1) for number in range(8)])
     verdict = convergence_verdict(study)
     assert verdict.still_improving is True
-    assert (verdict.finished_trials, verdict.recent_trials) == (8, 2)
-    assert verdict.best_before == 1 / 6 and verdict.best_now == 1 / 8
-    assert verdict.relative_improvement == pytest.approx(0.25)
+    # The recent window is never shorter than three trials (a quarter of 8 would be two).
+    assert (verdict.finished_trials, verdict.recent_trials) == (8, 3)
+    assert verdict.best_before == 1 / 5 and verdict.best_now == 1 / 8
+    assert verdict.relative_improvement == pytest.approx(0.375)
     assert "raise n_trials, e.g. to 16" in verdict.message
 
 
@@ -192,7 +193,7 @@ def test_verdict_counts_pruned_but_not_running_trials():
     verdict = convergence_verdict(study)
     assert verdict.still_improving is None
     assert verdict.message.startswith("too few trials to judge: 3 finished")
-    judged = make_history([0.5, 0.4, 0.3, 0.0], pruned_at=(3,))
+    judged = make_history([0.3, 0.4, 0.5, 0.0], pruned_at=(3,))
     assert convergence_verdict(judged).finished_trials == 4
     assert convergence_verdict(judged).still_improving is False
 

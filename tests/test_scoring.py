@@ -164,3 +164,23 @@ def test_hub_id_missing_from_the_offline_cache_is_an_os_error(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OSError, match="no-such-org/no-such-model is neither a local folder nor a Hub repo"):
         QueryScorer.from_pretrained("no-such-org/no-such-model")
+
+
+def test_classify_uses_the_models_decision_threshold(saved_model_dir, tmp_path):
+    import shutil
+
+    from qrm_hf.modeling_qrm import QueryRewardModel
+
+    folder = tmp_path / "thresholded"
+    shutil.copytree(saved_model_dir, folder)
+    model = QueryRewardModel.from_pretrained(folder)
+    queries = ["how do owls hunt ?", "owls hunt how", "what is the capital of greece ?"]
+    scores = QueryScorer.from_pretrained(folder).score(queries)
+    model.config.decision_threshold = sorted(scores)[1]
+    model.save_pretrained(folder)
+    scorer = QueryScorer.from_pretrained(folder)
+    assert scorer.decision_threshold == sorted(scores)[1]
+    assert scorer.classify(queries) == [score >= sorted(scores)[1] for score in scores]
+    assert scorer.classify(queries, threshold=0.0) == [True, True, True]
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
+        scorer.classify(queries, threshold=2.0)

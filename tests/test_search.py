@@ -138,3 +138,81 @@ def test_every_sampler_draws_points_of_the_space(name):
         assert trial.params["dropout"] in {0.0, 0.1, 0.2, 0.3}
         assert trial.params["num_epochs"] in {1, 2, 3}
         assert trial.params["activation"] in {"relu", "gelu"}
+
+
+def test_sampler_options_reach_the_sampler_and_are_checked():
+    from qrm_hf.search import SamplerOptionsError, make_sampler, startup_trials
+
+    space = SearchSpace.from_dict(SPACE)
+    sampler = make_sampler("tpe", 42, space, {"n_startup_trials": 4, "multivariate": True})
+    assert startup_trials(sampler) == 4
+    assert sampler._multivariate is True
+    assert sampler._constant_liar is True  # qrm_hf's default for parallel workers stays unless overridden
+    assert make_sampler("tpe", 42, space, {"constant_liar": False})._constant_liar is False
+    with pytest.raises(SamplerOptionsError, match=r"\['n_startup'\] are not options of TPESampler.*n_startup_trials"):
+        make_sampler("tpe", 42, space, {"n_startup": 4})
+    with pytest.raises(SamplerOptionsError, match="seed comes from --seed"):
+        make_sampler("random", 42, space, {"seed": 1})
+    with pytest.raises(SamplerOptionsError, match="are not options of RandomSampler"):
+        make_sampler("random", 42, space, {"n_startup_trials": 4})
+
+
+def test_warm_start_points_run_first_and_each_trial_says_how_it_was_drawn(prepared, tmp_path, tiny_encoder_dir):
+    point = {"dropout": 0.2, "num_hidden_layers": 1, "learning_rate": 5e-4, "num_epochs": 1, "max_length": 16}
+    config, _, study = search(
+        prepared,
+        tmp_path,
+        tiny_encoder_dir,
+        n_trials=4,
+        warm_start=[point],
+        sampler_options={"n_startup_trials": 2},
+    )
+    trials = sorted(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
+    assert {name: trials[0].params[name] for name in point} == point
+    assert [trial.user_attrs["drawn_by"] for trial in trials] == [
+        "warm start",
+        "random start-up",
+        "sampler",
+        "sampler",
+    ]
+    # Resuming the study does not enqueue the point again.
+    _, _, study = search(prepared, tmp_path, tiny_encoder_dir, n_trials=4, warm_start=[point])
+    assert len(study.trials) == 4
+
+
+@pytest.mark.parametrize(
+    ("point", "message"),
+    [
+        ({"dropout": 0.9}, r"warm_start\[0\].dropout: 0.9 is outside the space \(\[0.0, 0.3\], step 0.1\)"),
+        ({"activation": "swish"}, r"warm_start\[0\].activation: 'swish' is outside the space \(choices"),
+        ({"pooling": "mean"}, r"warm_start\[0\].pooling: not a searched parameter; searched: dropout"),
+    ],
+)
+def test_an_invalid_warm_start_point_is_refused_before_the_study_is_touched(tmp_path, tiny_encoder_dir, point, message):
+    from qrm_hf.search_space import SearchSpaceError
+
+    config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), search_space=SPACE, warm_start=[point])
+    with pytest.raises(SearchSpaceError, match=message):
+        open_study(config, SearchSpace.from_dict(SPACE))
+    assert not (tmp_path / config.model_slug / "study.db").exists()
+
+
+def test_a_head_without_hidden_layers_can_be_searched(prepared, tmp_path, tiny_encoder_dir):
+    space = {**SPACE, "num_hidden_layers": {"type": "int", "low": 0, "high": 0}, "num_epochs": 1}
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), search_space=space, n_trials=1)
+    study = run_search(config, SearchSpace.from_dict(space), tokenized, tokenizer, encoder)
+    (trial,) = study.get_trials(states=(TrialState.COMPLETE,))
+    assert trial.params["num_hidden_layers"] == 0
+
+
+def test_the_best_trials_own_model_is_kept(prepared, tmp_path, tiny_encoder_dir):
+    from qrm_hf.scoring import QueryScorer
+
+    config, _, study = search(prepared, tmp_path, tiny_encoder_dir, n_trials=3, keep_best_trial_model=True)
+    folder = config.run_dir / "best_trial_model"
+    kept = json.loads((folder / "trial.json").read_text())
+    assert kept["trial"] == study.best_trial.number
+    assert kept["value"] == pytest.approx(study.best_value)
+    scores = QueryScorer.from_pretrained(folder).score(["how do owls hunt ?"])
+    assert len(scores) == 1

