@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 DATASET_ID = "google-research-datasets/google_wellformed_query"
-TEMPLATE_CANDIDATES = (
-    Path(__file__).resolve().parents[1] / "model_card.md",  # a source checkout
-    Path(__file__).resolve().with_name("model_card.md"),  # an installed wheel
-)
+# The template ships inside the package (a link to the top-level model_card.md in a checkout).
+TEMPLATE_NAME = "model_card.md"
 # Metrics the Hub's model-index shows: test-metrics key -> (`evaluate` type name, label).
 INDEXED_METRICS = {
     "mse": ("mse", "mse"),
@@ -25,11 +24,9 @@ INDEXED_METRICS = {
 }
 
 
-def template_path() -> Path:
-    for candidate in TEMPLATE_CANDIDATES:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"model_card.md template not found in {[str(c) for c in TEMPLATE_CANDIDATES]}")
+def template_text() -> str:
+    """The model card template, read from the installed package."""
+    return (importlib.resources.files("qrm_hf") / TEMPLATE_NAME).read_text(encoding="utf-8")
 
 
 def card_data(model_name: str, base_model: str | None, test_metrics: dict[str, Any]) -> ModelCardData:
@@ -80,7 +77,7 @@ def write_model_card(
     """Render the card into `folder/README.md` and return it."""
     card = ModelCard.from_template(
         card_data(model_name, base_model, test_metrics),
-        template_path=str(template_path()),
+        template_str=template_text(),
         model_name=model_name,
         base_model=base_model or "an encoder",
         repo_id=repo_id,
@@ -99,4 +96,4 @@ def write_model_card(
     return card
 
 
-__all__ = ["card_data", "template_path", "write_model_card"]
+__all__ = ["card_data", "template_text", "write_model_card"]

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .run_config import DEFAULT_DATASET
+
 if TYPE_CHECKING:  # datasets is imported where it is used, so the collator works without it (GPU benchmark)
     from datasets import DatasetDict
 
-DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 HUB_COLUMNS = {"content": "query", "rating": "score"}
@@ -70,10 +71,27 @@ def _load_folder(folder: Path) -> DatasetDict:
     return DatasetDict({split: Dataset.from_dict(read_tsv(folder / name)) for split, name in SPLIT_FILES.items()})
 
 
+def looks_like_path(source: str) -> bool:
+    """A `data` value meant as a folder: it starts with `.`, `/` or `~`, or has a separator that a Hub id
+    (`org/name`, one slash) cannot have."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or (os.sep != "/" and os.sep in source)
+
+
 def _load_hub(dataset_id: str) -> DatasetDict:
     from datasets import DatasetDict, load_dataset
 
-    raw = load_dataset(dataset_id)
+    try:
+        raw = load_dataset(dataset_id)
+    except (ConnectionError, OSError, ValueError) as error:
+        offline = [
+            name for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(name, "") not in ("", "0")
+        ]
+        why = f"{' and '.join(offline)} set" if offline else "no network, or no such dataset on the Hub"
+        raise DataFormatError(
+            f"{dataset_id}: could not load the dataset from the Hub ({why}): {type(error).__name__}: {error}. "
+            f"Unset {'/'.join(offline) or 'HF_HUB_OFFLINE'} with network access, or pass a local folder with "
+            f"{', '.join(SPLIT_FILES.values())} as --data"
+        ) from None
     splits = {}
     for split, hub_split in HUB_SPLITS.items():
         if hub_split not in raw:
@@ -97,6 +115,11 @@ def load_splits(
     the first N rows of a split (for quick runs), as transformers' example scripts do.
     """
     folder = Path(source).expanduser()
+    if not folder.is_dir() and looks_like_path(source):
+        raise DataFormatError(
+            f"{source}: no such data folder (resolved to {folder.resolve()}); expected a folder holding "
+            f"{', '.join(SPLIT_FILES.values())} (query<TAB>score lines), or a Hub dataset id such as {DEFAULT_DATASET}"
+        )
     splits = _load_folder(folder) if folder.is_dir() else _load_hub(source)
     limits = {"train": max_train_samples, "dev": max_eval_samples, "test": max_test_samples}
     for split, limit in limits.items():
@@ -165,6 +188,7 @@ __all__ = [
     "DataFormatError",
     "QueryCollator",
     "load_splits",
+    "looks_like_path",
     "parse_row",
     "random_subset",
     "read_tsv",

@@ -3,20 +3,18 @@
 Everything comes from the Optuna storage (plus the test results when given), so the report can be rebuilt at
 any time, also while workers are still running:
 
-    python scripts/report.py --storage sqlite:///results/m/study.db --study-name m-qrm
+    qrm report --storage sqlite:///results/m/study.db --study-name m-qrm
 
 Numbers read from the storage are written with `repr`, which round-trips a float exactly.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
-from .storage import StorageError, make_storage, redact, storage_file
+from .storage import make_storage, redact, storage_file
 from .trials import FINISHED, MODELLED, ORIGINS, trial_origin
 
 REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
@@ -467,41 +465,6 @@ def rebuild_report(
     return write_report(study, run_dir, test_metrics, predictions, final_summary=final_summary, seed=seed)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Rebuild a search's plots and report.md from its Optuna storage (also while it runs)."
-    )
-    parser.add_argument(
-        "--storage",
-        required=True,
-        help="Optuna storage URL: sqlite:///results/m/study.db, postgresql+psycopg2://user@host/db or "
-        "journal:///path/study.log.",
-    )
-    parser.add_argument("--study-name", required=True, help="Name of the study in the storage.")
-    parser.add_argument(
-        "--output-dir",
-        default=None,
-        help="Folder for report.md and plots/ (default: the storage file's folder, else results/<study name>).",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=IMPORTANCE_SEED, help="Seed of the fANOVA importances (default: %(default)s)."
-    )
-    return parser
-
-
-def report_main(argv: list[str] | None = None) -> int:
-    """`scripts/report.py`: exit 0 with the report's path printed, 2 when the storage or study is not found."""
-    args = make_parser().parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        path = rebuild_report(args.storage, args.study_name, args.output_dir, seed=args.seed)
-    except (StudyNotFoundError, StorageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
 __all__ = [
     "ConvergenceVerdict",
     "StudyNotFoundError",
@@ -509,10 +472,8 @@ __all__ = [
     "convergence_verdict",
     "load_existing_study",
     "load_test_predictions",
-    "make_parser",
     "rebuild_report",
     "render_report",
-    "report_main",
     "save_test_predictions",
     "summarize",
     "write_report",

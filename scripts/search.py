@@ -1,17 +1,12 @@
-"""Search hyperparameters, retrain the best model on train+dev, report test metrics, save (and push) it.
+"""Search hyperparameters, train the final model, report test metrics, save (and push) it: `qrm search`.
 
-accelerate launch scripts/search.py --config configs/default.yaml
-python scripts/search.py --config configs/quickstart.yaml
+accelerate launch scripts/search.py --config default
+python scripts/search.py --config quickstart
 """
 
 import sys
 
-from qrm_hf.cli import search_main
-
-
-def main(argv: list[str] | None = None) -> int:
-    return search_main(argv)
-
+from qrm_hf.commands.search import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qrm_hf.predict_cli import predict_main
+from qrm_hf.commands.predict import main as predict_main
 from qrm_hf.scoring import QueryScorer
 
 REPO = Path(__file__).resolve().parents[1]

