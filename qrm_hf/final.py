@@ -84,7 +84,7 @@ def train_final(
     """Train `best_params` (over the space's fixed values) on all of train, keep the best dev epoch, choose the
     decision threshold on dev (`config.threshold_metric`), then score test once."""
     values = {**space.fixed, **best_params}
-    checkpoints = config.run_dir / "final_checkpoints"
+    checkpoints = config.layout.final_checkpoints
     args = base_training_arguments(
         config,
         space,

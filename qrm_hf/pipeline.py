@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer
 from .data import load_splits, random_subset, tokenize_splits
 from .distributed import from_rank_zero
 from .final import FinalResult, push_folder, save_final, train_final, write_test_metrics
-from .report import FINAL_SUMMARY_FILE, TEST_PREDICTIONS_FILE, save_test_predictions, write_report
+from .report import save_test_predictions, write_report
 from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, RunConfig
 from .search import make_sampler, run_search, write_history
 from .search_space import SearchSpace
@@ -74,25 +74,26 @@ def run_pipeline(config: RunConfig) -> RunResult:
     if state.is_main_process:
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise RuntimeError(f"study {study.study_name!r} has no completed trial: nothing to retrain")
-        summary = write_history(study, space, config.run_dir / "optimization_history.json")
+        summary = write_history(study, space, config.layout.history)
     summary = from_rank_zero(summary)
 
     final = train_final(config, space, summary["best_params"], tokenized, tokenizer, encoder)
-    folder = config.run_dir / "final_model"
+    layout = config.layout
     if state.is_main_process:
-        write_test_metrics(final.test_metrics, config.run_dir / "test_metrics.json")
+        write_test_metrics(final.test_metrics, layout.test_metrics)
         final_summary = describe_final(config, final, len(tokenized["train"]))
-        (config.run_dir / FINAL_SUMMARY_FILE).write_text(json.dumps(final_summary, indent=2), encoding="utf-8")
+        layout.final_summary.write_text(json.dumps(final_summary, indent=2), encoding="utf-8")
         logger.info("test metrics: %s", final.test_metrics)
-        save_final(final.model, tokenizer, folder, card_context(config, summary, final, final_summary, folder))
+        card = card_context(config, summary, final, final_summary, layout.final_model)
+        save_final(final.model, tokenizer, layout.final_model, card)
         # After saving, so that a failing plot can never cost the trained model.
         predictions = (final.test.predicted, final.test.true)
-        save_test_predictions(*predictions, config.run_dir / TEST_PREDICTIONS_FILE)
+        save_test_predictions(*predictions, layout.test_predictions)
         write_report(study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary)
         if config.push_to_hub:
-            push_folder(folder, config.push_to_hub)
+            push_folder(layout.final_model, config.push_to_hub)
     state.wait_for_everyone()
-    return RunResult(config.resolved_study_name, summary, final.test_metrics, folder)
+    return RunResult(config.resolved_study_name, summary, final.test_metrics, layout.final_model)
 
 
 def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> dict[str, Any]:

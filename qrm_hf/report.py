@@ -26,6 +26,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
+from .run_config import RunLayout
 from .storage import make_storage, redact, storage_file
 from .trials import FINISHED, MODELLED, ORIGINS, trial_origin
 
@@ -39,10 +40,6 @@ RECENT_FRACTION = 0.25
 MIN_RECENT_TRIALS = 3
 MIN_MODELLED_TRIALS = 3
 
-PLOTS_FOLDER = "plots"
-TEST_METRICS_FILE = "test_metrics.json"
-TEST_PREDICTIONS_FILE = "test_predictions.json"
-FINAL_SUMMARY_FILE = "final_model.json"
 
 PLOT_TITLES = {
     "optimization_history": "Optimization history",
@@ -386,7 +383,8 @@ def write_report(
     model's plots. `final_summary` (final_model.json) says how the final model was made and how it is calibrated.
     """
     run_dir = Path(run_dir)
-    plots_dir = run_dir / PLOTS_FOLDER
+    layout = RunLayout(run_dir)
+    plots_dir = layout.plots
     study_records = study_plots(study, plots_dir, seed=seed)
     threshold = (test_metrics or {}).get("decision_threshold")
     test_records = (
@@ -401,7 +399,7 @@ def write_report(
         test_records,
         final_summary,
     )
-    path = run_dir / "report.md"
+    path = layout.report
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -456,11 +454,10 @@ def rebuild_report(
     from `output_dir` when the pipeline wrote them there."""
     study = load_existing_study(storage, study_name)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(storage, study_name)
-    metrics_path = run_dir / TEST_METRICS_FILE
-    predictions_path = run_dir / TEST_PREDICTIONS_FILE
+    layout = RunLayout(run_dir)
+    metrics_path, predictions_path, final_path = layout.test_metrics, layout.test_predictions, layout.final_summary
     test_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     predictions = load_test_predictions(predictions_path) if predictions_path.is_file() else None
-    final_path = run_dir / FINAL_SUMMARY_FILE
     final_summary = json.loads(final_path.read_text(encoding="utf-8")) if final_path.is_file() else None
     return write_report(study, run_dir, test_metrics, predictions, final_summary=final_summary, seed=seed)
 

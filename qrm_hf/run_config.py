@@ -28,6 +28,66 @@ TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 THRESHOLD_METRICS = ("accuracy", "f1")
 
 
+@dataclass(frozen=True)
+class RunLayout:
+    """The files and folders of one run's folder (`results/<model>/`), each name said once.
+
+    Example:
+        >>> RunLayout(Path("results/m")).test_metrics.as_posix()
+        'results/m/test_metrics.json'
+    """
+
+    root: Path
+
+    @property
+    def study(self) -> Path:
+        """The default SQLite storage of the study."""
+        return self.root / "study.db"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "optimization_history.json"
+
+    @property
+    def test_metrics(self) -> Path:
+        return self.root / "test_metrics.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.root / "test_predictions.json"
+
+    @property
+    def final_summary(self) -> Path:
+        """How the final model was made and its calibration."""
+        return self.root / "final_model.json"
+
+    @property
+    def final_model(self) -> Path:
+        return self.root / "final_model"
+
+    @property
+    def best_trial_model(self) -> Path:
+        return self.root / "best_trial_model"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def trials(self) -> Path:
+        """The trials' Trainer output_dir (no checkpoints; tracker runs when --report-to is set)."""
+        return self.root / "trials"
+
+    @property
+    def final_checkpoints(self) -> Path:
+        """Model-only checkpoints of the final stage, deleted once its best epoch is reloaded."""
+        return self.root / "final_checkpoints"
+
+
 class ConfigError(ValueError):
     """A run configuration that cannot run; the message names the file or key."""
 
@@ -174,12 +234,17 @@ class RunConfig:
         return Path(self.output_dir) / self.model_slug
 
     @property
+    def layout(self) -> RunLayout:
+        """The run folder's files and folders."""
+        return RunLayout(self.run_dir)
+
+    @property
     def resolved_study_name(self) -> str:
         return self.study_name or f"{self.model_slug}-qrm"
 
     @property
     def resolved_storage(self) -> str:
-        return self.storage or f"sqlite:///{(self.run_dir / 'study.db').as_posix()}"
+        return self.storage or f"sqlite:///{self.layout.study.as_posix()}"
 
     def model_path(self) -> str:
         """Where to load the encoder from: the packaged MiniLM's folder for its alias, else `model` itself."""
@@ -298,6 +363,7 @@ __all__ = [
     "TRACKERS",
     "ConfigError",
     "RunConfig",
+    "RunLayout",
     "load_run_config",
     "make_run_parser",
     "packaged_configs",

@@ -35,7 +35,6 @@ from .training_args import QRMTrainingArguments
 from .trials import DRAWN_BY, FINISHED, finished_trials, origin_at_start
 
 logger = logging.getLogger(__name__)
-BEST_TRIAL_MODEL_FOLDER = "best_trial_model"
 
 
 SAMPLER_CLASSES = {
@@ -315,7 +314,7 @@ def run_search(
     rank 0 drives Optuna and the other ranks train the same trials.
     """
     # The arguments set up the distributed state (gloo on CPUs, NCCL on GPUs): build them first.
-    args = base_training_arguments(config, space, config.run_dir / "trials")
+    args = base_training_arguments(config, space, config.layout.trials)
     main = args.process_index == 0
     storage = study = None
     missing = 0
@@ -341,7 +340,7 @@ def run_search(
     if args.early_stopping_patience is not None:
         callbacks.append(PerTrialEarlyStopping(early_stopping_patience=args.early_stopping_patience))
     if config.keep_best_trial_model and main:
-        callbacks.append(KeepBestTrialModel(config.run_dir / BEST_TRIAL_MODEL_FOLDER, tokenizer))
+        callbacks.append(KeepBestTrialModel(config.layout.best_trial_model, tokenizer))
     trainer = QRMTrainer(
         model_init=ModelFactory(encoder, space, args.max_length, startup_trials(study.sampler) if main else 0),
         args=args,
@@ -418,7 +417,6 @@ def write_history(study: optuna.Study, space: SearchSpace, path: Path) -> dict[s
 
 
 __all__ = [
-    "BEST_TRIAL_MODEL_FOLDER",
     "KeepBestTrialModel",
     "ModelFactory",
     "SamplerOptionsError",

@@ -61,7 +61,7 @@ def run_pipeline_b(config_path: str, output_dir: str, overrides: dict[str, Any])
 
     config = RunConfig.from_yaml(config_path, output_dir=output_dir, force=True, **overrides)
     result = run_pipeline(config)
-    final = json.loads((config.run_dir / "final_model.json").read_text())
+    final = json.loads(config.layout.final_summary.read_text())
     return config, {"result": result, "final": final}
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         config, b = run_pipeline_b(args.config, str(Path(folder) / "b"), {**overrides, **limits})
         b_minutes = (time.perf_counter() - started) / 60
         facts = study_facts(config)
-        best_trial = best_trial_model_metrics(config.run_dir / "best_trial_model", args.data, limits)
+        best_trial = best_trial_model_metrics(config.layout.best_trial_model, args.data, limits)
 
     columns = {
         "A: plain fine-tune": with_offset(plain.test_metrics),
