@@ -20,6 +20,7 @@ from .report import save_test_predictions, write_report
 from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, RunConfig
 from .search import make_sampler, run_search, write_history
 from .search_space import SearchSpace
+from .trials import StudySummary
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ FINAL_MODEL_METHOD = (
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run produced: the study's history, the final model's test metrics and folder (None when only
-    searching, and on ranks > 0 for the folder's files)."""
+    """What a run produced: the study's summary, the final model's test metrics and folder (None when only
+    searching)."""
 
     study_name: str
-    history: dict[str, Any] | None = None
+    summary: StudySummary | None = None
     test_metrics: dict[str, float] | None = None
     model_dir: Path | None = None
 
@@ -77,7 +78,7 @@ def run_pipeline(config: RunConfig) -> RunResult:
         summary = write_history(study, space, config.layout.history)
     summary = from_rank_zero(summary)
 
-    final = train_final(config, space, summary["best_params"], tokenized, tokenizer, encoder)
+    final = train_final(config, space, summary.best_params, tokenized, tokenizer, encoder)
     layout = config.layout
     if state.is_main_process:
         write_test_metrics(final.test_metrics, layout.test_metrics)
@@ -118,10 +119,10 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> di
 
 
 def card_context(
-    config: RunConfig, summary: dict[str, Any], final: FinalResult, final_summary: dict[str, Any], folder: Path
+    config: RunConfig, summary: StudySummary, final: FinalResult, final_summary: dict[str, Any], folder: Path
 ) -> dict[str, Any]:
     """What the model card template shows about this run."""
-    hyperparameters = {**summary["fixed_params"], **summary["best_params"]}
+    hyperparameters = {**summary.fixed_params, **summary.best_params}
     if final.best_epoch is not None:
         hyperparameters["epochs_trained"] = final.best_epoch
     return {
@@ -130,8 +131,8 @@ def card_context(
         "repo_id": config.push_to_hub or str(folder),
         "test_metrics": final.test_metrics,
         "hyperparameters": hyperparameters,
-        "best_value": summary["best_value"],
-        "n_trials": summary["n_trials"],
+        "best_value": summary.best_value,
+        "n_trials": summary.finished,
         "sampler": config.sampler,
         "max_length": final.model.config.max_length,
         "decision_threshold": final.decision_threshold,

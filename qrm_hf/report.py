@@ -10,7 +10,6 @@ Numbers read from the storage are written with `repr`, which round-trips a float
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import math
@@ -28,9 +27,8 @@ from optuna.trial import FrozenTrial, TrialState
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
 from .run_config import RunLayout
 from .storage import make_storage, redact, storage_file
-from .trials import FINISHED, MODELLED, ORIGINS, trial_origin
+from .trials import FINISHED, MODELLED, StudySummary, summarize, trial_origin
 
-REPORTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 MIN_TRIALS_TO_JUDGE = 4
 # "Still improving": the best value moved by more than this fraction over the last quarter of finished trials.
 MIN_RELATIVE_IMPROVEMENT = 0.01
@@ -56,50 +54,6 @@ PLOT_TITLES = {
 
 class StudyNotFoundError(LookupError):
     """The storage has no study of that name (or no database at all); the message lists the studies it has."""
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """What the storage says about a study: trials by state, wall time, best trial."""
-
-    study_name: str
-    direction: str
-    counts: dict[str, int]
-    first_start: datetime.datetime | None
-    last_complete: datetime.datetime | None
-    best_trial: FrozenTrial | None
-    origins: dict[str, int] = dataclasses.field(default_factory=dict)
-
-    @property
-    def finished(self) -> int:
-        """Complete + pruned trials: what `n_trials` counts."""
-        return self.counts["complete"] + self.counts["pruned"]
-
-    @property
-    def wall_seconds(self) -> float | None:
-        if self.first_start is None or self.last_complete is None:
-            return None
-        return (self.last_complete - self.first_start).total_seconds()
-
-
-def summarize(study: optuna.Study) -> StudySummary:
-    """Count the study's trials by state and find its wall time (first start to last completion) and best trial."""
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in REPORTED_STATES}
-    starts = [trial.datetime_start for trial in trials if trial.datetime_start is not None]
-    completions = [trial.datetime_complete for trial in trials if trial.datetime_complete is not None]
-    best = study.best_trial if counts["complete"] else None
-    finished = [trial for trial in trials if trial.state in FINISHED]
-    origins = {origin: sum(trial_origin(trial) == origin for trial in finished) for origin in ORIGINS}
-    return StudySummary(
-        study_name=study.study_name,
-        direction=study.direction.name.lower(),
-        counts=counts,
-        first_start=min(starts, default=None),
-        last_complete=max(completions, default=None),
-        best_trial=best,
-        origins=origins,
-    )
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,7 @@ class RunConfig:
 
     @property
     def model_slug(self) -> str:
-        """The model id as a folder name, as the seed names its results folder."""
+        """The model id as a folder name, as the original recipe names its results folder."""
         return Path(self.model).name if Path(self.model).is_dir() else self.model.replace("/", "_")
 
     @property

@@ -32,7 +32,7 @@ from .search_space import SearchSpace
 from .storage import make_storage, storage_url_for_log
 from .trainer import PerTrialEarlyStopping, QRMTrainer
 from .training_args import QRMTrainingArguments
-from .trials import DRAWN_BY, FINISHED, finished_trials, origin_at_start
+from .trials import DRAWN_BY, FINISHED, StudySummary, finished_trials, origin_at_start, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -388,32 +388,12 @@ def run_search(
     return study
 
 
-def history(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
-    """The seed's optimization_history.json: best params and value, and every completed trial."""
-    best = study.best_trial
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in TrialState}
-    return {
-        "best_params": best.params,
-        "best_value": best.value,
-        "n_trials": sum(trial.state in FINISHED for trial in trials),
-        "optimization_history": [
-            {"trial": trial.number, "value": trial.value, "params": trial.params}
-            for trial in trials
-            if trial.state == TrialState.COMPLETE
-        ],
-        "fixed_params": space.fixed,
-        "best_trial": {"number": best.number, **best.user_attrs},
-        "study_name": study.study_name,
-        "trials_by_state": counts,
-    }
-
-
-def write_history(study: optuna.Study, space: SearchSpace, path: Path) -> dict[str, Any]:
-    data = history(study, space)
+def write_history(study: optuna.Study, space: SearchSpace, path: Path) -> StudySummary:
+    """Summarize the study once and write its optimization_history.json; return the summary."""
+    summary = summarize(study, space.fixed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    return data
+    path.write_text(json.dumps(summary.to_json(), indent=2), encoding="utf-8")
+    return summary
 
 
 __all__ = [
@@ -422,7 +402,6 @@ __all__ = [
     "SamplerOptionsError",
     "TrialProgress",
     "base_training_arguments",
-    "history",
     "make_collator",
     "make_pruner",
     "make_sampler",

@@ -7,7 +7,7 @@ Each entry of `search_space:` is either a distribution, e.g.
     activation: {type: categorical, choices: [relu, gelu, tanh, leaky_relu]}
 
 or a plain value, which fixes the parameter without searching it (`pooling: mean`). Parameters of the head
-go to the model's config; the others are `TrainingArguments` fields (a few under the seed's names).
+go to the model's config; the others are `TrainingArguments` fields (a few under the original recipe's names).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MODEL_PARAMETERS = (
     "loss",
 )
 
-# The seed's names for TrainingArguments fields.
+# The original recipe's names for TrainingArguments fields.
 TRAINING_ALIASES = {
     "batch_size": "per_device_train_batch_size",
     "num_epochs": "num_train_epochs",

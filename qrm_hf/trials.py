@@ -5,6 +5,10 @@ Imports only Optuna, so the report (and its command) can use it without torch or
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -14,6 +18,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DRAWN_BY = "drawn_by"
 WARM_START, STARTUP, MODELLED = "warm start", "random start-up", "sampler"
 ORIGINS = (WARM_START, STARTUP, MODELLED)
+# Trial states in the order the report and the history file list them.
+STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -40,14 +46,90 @@ def trial_origin(trial: FrozenTrial) -> str:
     return trial.user_attrs.get(DRAWN_BY, MODELLED)
 
 
+@dataclass(frozen=True)
+class StudySummary:
+    """What the storage says about a study, read once: trials by state and by origin, wall time, best trial,
+    the completed trials, and the space's fixed values. The history file, the report and the card all use it."""
+
+    study_name: str
+    direction: str
+    counts: dict[str, int]
+    first_start: datetime.datetime | None
+    last_complete: datetime.datetime | None
+    best_trial: FrozenTrial | None
+    origins: dict[str, int] = field(default_factory=dict)
+    completed: tuple[FrozenTrial, ...] = ()
+    fixed_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> int:
+        """Complete + pruned trials: what `n_trials` counts."""
+        return self.counts["complete"] + self.counts["pruned"]
+
+    @property
+    def wall_seconds(self) -> float | None:
+        if self.first_start is None or self.last_complete is None:
+            return None
+        return (self.last_complete - self.first_start).total_seconds()
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return dict(self.best_trial.params) if self.best_trial is not None else {}
+
+    @property
+    def best_value(self) -> float | None:
+        return self.best_trial.value if self.best_trial is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """optimization_history.json, as the original recipe wrote it (best params and value, every completed
+        trial) plus the fixed values, the best trial's training record, and the trials by state."""
+        best = self.best_trial
+        return {
+            "best_params": self.best_params,
+            "best_value": self.best_value,
+            "n_trials": self.finished,
+            "optimization_history": [
+                {"trial": trial.number, "value": trial.value, "params": trial.params} for trial in self.completed
+            ],
+            "fixed_params": self.fixed_params,
+            "best_trial": {"number": best.number, **best.user_attrs} if best is not None else None,
+            "study_name": self.study_name,
+            "trials_by_state": self.counts,
+        }
+
+
+def summarize(study: optuna.Study, fixed_params: dict[str, Any] | None = None) -> StudySummary:
+    """Read the study once: trials by state and origin, wall time (first start to last completion), best trial."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in STATES}
+    starts = [trial.datetime_start for trial in trials if trial.datetime_start is not None]
+    completions = [trial.datetime_complete for trial in trials if trial.datetime_complete is not None]
+    completed = tuple(trial for trial in trials if trial.state == TrialState.COMPLETE)
+    finished = [trial for trial in trials if trial.state in FINISHED]
+    return StudySummary(
+        study_name=study.study_name,
+        direction=study.direction.name.lower(),
+        counts=counts,
+        first_start=min(starts, default=None),
+        last_complete=max(completions, default=None),
+        best_trial=study.best_trial if completed else None,
+        origins={origin: sum(trial_origin(trial) == origin for trial in finished) for origin in ORIGINS},
+        completed=completed,
+        fixed_params=dict(fixed_params or {}),
+    )
+
+
 __all__ = [
     "DRAWN_BY",
     "FINISHED",
     "MODELLED",
     "ORIGINS",
     "STARTUP",
+    "STATES",
+    "StudySummary",
     "WARM_START",
     "finished_trials",
     "origin_at_start",
+    "summarize",
     "trial_origin",
 ]

@@ -15,6 +15,39 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO.parent / "shared" / "data" / "query-wellformedness"
 
 
+def write_yaml(path: Path, **values) -> str:
+    """The quickstart config with `values` changed, written to `path` (tests import it: `from conftest import`)."""
+    import yaml
+
+    base = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    path.write_text(yaml.safe_dump({**base, **values}))
+    return str(path)
+
+
+def option_strings(parser) -> list[str]:
+    """Every long option of an argparse parser, to check --help against the parser itself."""
+    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module, as `python scripts/<name>.py` would run it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real query-wellformedness TSVs; a test that needs them fails (never skips) without them."""

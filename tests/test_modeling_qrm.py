@@ -2,16 +2,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 
 from qrm_hf import QueryRewardModel
 from qrm_hf.final import save_reward_model
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def batch(tokenizer, queries=("how do owls hunt ?", "owls hunt", "which form of government is in greece ?")):

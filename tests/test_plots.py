@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+from conftest import REPO
 
 matplotlib.use("Agg")
 
@@ -28,7 +29,6 @@ from qrm_hf.plots import (
 )
 from qrm_hf.search_space import SearchSpace
 
-REPO = Path(__file__).resolve().parents[1]
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STEPS_PER_EPOCH = 7

@@ -8,14 +8,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from qrm_hf.commands.predict import main as predict_main
 from qrm_hf.scoring import QueryScorer
 
-REPO = Path(__file__).resolve().parents[1]
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -12,23 +11,16 @@ import numpy as np
 import optuna
 import pytest
 import yaml
+from conftest import REPO, load_script
 from optuna.trial import TrialState
 
-from qrm_hf.report import convergence_verdict, save_test_predictions, summarize, write_report
+from qrm_hf.report import convergence_verdict, render_report, save_test_predictions, summarize, write_report
 from qrm_hf.search_space import SearchSpace
 
-REPO = Path(__file__).resolve().parents[1]
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
 TEST_METRICS = {"mse": 0.021234567890123, "pearson": 0.8512, "accuracy": 0.875, "f1": 0.7, "n": 40}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_objective(space: dict, fail_trial: int | None = None):
@@ -270,3 +262,30 @@ def test_script_reads_a_journal_storage(tmp_path, capsys):
 def test_script_rejects_a_storage_that_is_not_a_url(capsys):
     assert load_script("report").main(["--storage", "results/m/study.db", "--study-name", "qrm"]) == 2
     assert "is not a storage URL" in capsys.readouterr().err
+
+
+def test_no_convergence_verdict_while_the_sampler_is_drawing_at_random():
+    """Six trials, all warm-start or random start-up draws, the last ones flat: nothing is 'converged' yet."""
+    study = optuna.create_study(direction="minimize")
+    study.enqueue_trial({"dropout": 0.1})
+    for number in range(6):
+        trial = study.ask()
+        trial.suggest_float("dropout", 0.0, 0.5)
+        if number:
+            trial.set_user_attr("drawn_by", "random start-up")
+        study.tell(trial, 0.05 if number == 0 else 0.06)
+    verdict = convergence_verdict(study)
+    assert verdict.still_improving is None
+    assert "converged" not in verdict.message
+    assert verdict.message.startswith("not judged yet: 6 of the 6 finished trials were warm-start points")
+    assert "--n-trials 12" in verdict.message
+    # Three more from the sampler's model, still flat: now the study can be judged.
+    for _ in range(3):
+        trial = study.ask()
+        trial.suggest_float("dropout", 0.0, 0.5)
+        trial.set_user_attr("drawn_by", "sampler")
+        study.tell(trial, 0.07)
+    judged = convergence_verdict(study)
+    assert judged.still_improving is False and judged.recent_trials == 3
+    text = render_report(summarize(study), judged, [], Path("."))
+    assert "How the finished trials' points were chosen: 1 warm start, 5 random start-up, 3 sampler." in text

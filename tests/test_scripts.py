@@ -1,35 +1,17 @@
 """scripts/search.py as a user runs it: YAML config, flags that override it, clear errors."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from conftest import load_script, write_yaml
 from transformers import AutoTokenizer
 
 from qrm_hf import QueryRewardModel
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def write_config(path, **values):
-    base = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
-    base.update(values)
-    path.write_text(yaml.safe_dump(base))
-    return path
-
 
 def test_search_script_runs_the_whole_pipeline(tmp_path, data_dir, tiny_encoder_dir, capsys):
-    config = write_config(tmp_path / "run.yaml", model=str(tiny_encoder_dir), data=str(data_dir))
+    config = write_yaml(tmp_path / "run.yaml", model=str(tiny_encoder_dir), data=str(data_dir))
     argv = [
         "--config",
         str(config),
@@ -85,7 +67,7 @@ def test_bad_input_stops_before_training(tmp_path, values, flags, message, capsy
     if values.get("data") == "MISSING":
         (tmp_path / "MISSING").mkdir()
         values = {"data": str(tmp_path / "MISSING")}
-    config = write_config(tmp_path / "bad.yaml", **values)
+    config = write_yaml(tmp_path / "bad.yaml", **values)
     code = load_script("search").main(["--config", str(config), "--output-dir", str(tmp_path / "out"), *flags])
     assert code == 2
     assert message in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_study_runs_through_hyperparameter_search_and_resumes(prepared, tmp_path
     history = write_history(study, space, config.run_dir / "optimization_history.json")
     saved = json.loads((config.run_dir / "optimization_history.json").read_text())
     assert {"best_params", "best_value", "n_trials", "optimization_history"} <= set(saved)
-    assert saved == json.loads(json.dumps(history))
+    assert saved == json.loads(json.dumps(history.to_json()))
     assert saved["best_value"] == min(t.value for t in trials)
     assert saved["n_trials"] == 3
     assert [entry["trial"] for entry in saved["optimization_history"]] == [0, 1, 2]

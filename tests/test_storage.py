@@ -1,30 +1,16 @@
 """Storages by URL, and bad storages or studies refused before any training, leaving existing studies intact."""
 
-import importlib.util
-import socket
-from pathlib import Path
-
 import optuna
 import pytest
+from conftest import free_port, load_script
 from optuna.storages.journal import JournalFileBackend
 
 from qrm_hf.run_config import RunConfig
 from qrm_hf.search_space import SearchSpace
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def search_main(argv):
-    spec = importlib.util.spec_from_file_location("search_script", REPO / "scripts" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return load_script("search").main(argv)
 
 
 def test_malformed_storage_url_is_refused(run_config_file, capsys):

@@ -1,7 +1,6 @@
 """Watching a study: TensorBoard runs per trial, and optuna-dashboard serving the study from its storage."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import free_port
 from transformers import AutoModel, AutoTokenizer
 
 from qrm_hf.data import load_splits, tokenize_splits
@@ -57,12 +57,6 @@ def test_tensorboard_writes_one_readable_run_per_trial(small_study):
         trial = study.trials[int(name.removeprefix("trial-"))]
         assert len(mse) == 2  # one per epoch
         assert min(mse) == pytest.approx(trial.value, rel=1e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_optuna_dashboard_serves_the_study(small_study):

