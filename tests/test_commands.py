@@ -99,23 +99,15 @@ def test_env_prints_versions_and_devices(capsys):
 def test_an_installed_wheel_runs_the_pipeline_outside_the_checkout(tmp_path, tiny_encoder_dir, data_dir):
     """Build the wheel, install it (no dependencies) into a folder of its own, and run a one-trial search on the
     packaged quickstart config from an empty folder: configs and the card template come from the wheel."""
-    wheels = tmp_path / "wheels"
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stderr[-2000:]
+
+    def pip(*args: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    pip("wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO))
     (wheel,) = wheels.glob("qrm_hf-*.whl")
-    target = tmp_path / "site"
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert installed.returncode == 0, installed.stderr[-2000:]
+    pip("install", "--no-deps", "-q", "--target", str(target), str(wheel))
     workdir = tmp_path / "empty"
     workdir.mkdir()
     argv = [

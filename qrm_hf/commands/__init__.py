@@ -31,6 +31,12 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def error_exit(error: BaseException) -> int:
+    """Print `error: <message>` on stderr and return 2, the exit status of every command's bad input."""
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: qrm <command> [options]", "", "commands:"]
@@ -52,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
     return importlib.import_module(f"{__name__}.{command}").main(rest)
 
 
-__all__ = ["COMMANDS", "main", "setup_logging", "usage"]
+__all__ = ["COMMANDS", "error_exit", "main", "setup_logging", "usage"]

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TextIO
 
+from . import error_exit
+
 INPUT_FORMATS = ("text", "tsv", "jsonl")
 OUTPUT_FORMATS = ("tsv", "jsonl")
 
@@ -154,8 +156,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     try:
         queries = read_queries(args, stdin)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error_exit(error)
 
     from ..scoring import QueryScorer
 

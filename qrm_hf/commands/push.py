@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import setup_logging
+from . import error_exit, setup_logging
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         check_reward_model(args.folder)
         url = push_folder(Path(args.folder), args.repo_id, args.private, args.commit_message, args.revision)
     except (OSError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error_exit(error)
     print(url)
     return 0
 

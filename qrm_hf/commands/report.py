@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import error_exit
+
 
 def make_parser() -> argparse.ArgumentParser:
     from ..plots import IMPORTANCE_SEED
@@ -45,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = rebuild_report(args.storage, args.study_name, args.output_dir, seed=args.seed)
     except (StudyNotFoundError, StorageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error_exit(error)
     print(path)
     return 0
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from . import setup_logging
+from . import error_exit, setup_logging
 
 DESCRIPTION = "Search hyperparameters, train the final model, report test metrics, save (and push) it."
 
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_run_config(parser, argv)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error_exit(error)
     setup_logging()
     from ..data import DataFormatError
     from ..pipeline import run_pipeline
@@ -50,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         StorageError,
         StudyMismatchError,
     ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error_exit(error)
     except KeyboardInterrupt:
         print("interrupted: the study is saved; run the same command to resume it", file=sys.stderr)
         return 130
