@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging()
     from ..data import DataFormatError
+    from ..model_files import EncoderError
     from ..pipeline import run_pipeline
     from ..search import SamplerOptionsError, StudyMismatchError
     from ..search_space import SearchSpaceError
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         SearchSpaceError,
         SamplerOptionsError,
         DataFormatError,
+        EncoderError,
         StorageError,
         StudyMismatchError,
     ) as error:
