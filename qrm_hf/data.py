@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,25 @@ def parse_row(query: str, score_text: str, where: str) -> tuple[str, float]:
     return query, score
 
 
+def utf8_lines(lines: Iterable[bytes], where: str) -> Iterator[tuple[int, str]]:
+    """(line number, text without its line ending) of each line of UTF-8 bytes, a leading byte-order mark
+    dropped. A byte that is not UTF-8 raises DataFormatError naming `where`, the line and the byte's offset from
+    the start of the input (a text-mode file would report an offset within its read buffer instead)."""
+    offset = 0
+    for number, raw in enumerate(lines, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataFormatError(
+                f"{where}:{number}: not UTF-8 text ({error.reason} at byte {offset + error.start}); "
+                "re-encode it as UTF-8"
+            ) from None
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        offset += len(raw)
+        yield number, text.rstrip("\r\n")
+
+
 def read_tsv(path: str | os.PathLike) -> dict[str, list]:
     """Read a `query<TAB>score` file, failing on the first malformed line with its number."""
     path = Path(path)
@@ -50,9 +69,9 @@ def read_tsv(path: str | os.PathLike) -> dict[str, list]:
         raise DataFormatError(f"{path}: file not found (expected `query<TAB>score` lines)")
     queries: list[str] = []
     scores: list[float] = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = line.rstrip("\r\n").split("\t")
+    with path.open("rb") as lines:
+        for number, line in utf8_lines(lines, str(path)):
+            fields = line.split("\t")
             if len(fields) != 2:
                 raise DataFormatError(
                     f"{path}:{number}: expected 2 tab-separated columns (query, score), found {len(fields)}"
@@ -193,4 +212,5 @@ __all__ = [
     "random_subset",
     "read_tsv",
     "tokenize_splits",
+    "utf8_lines",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -11,13 +12,15 @@ from typing import Any
 from accelerate import PartialState
 from datasets import DatasetDict
 from optuna.trial import TrialState
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 
 from .data import load_splits, random_subset, tokenize_splits
 from .distributed import from_rank_zero
+from .field_values import check_training
 from .final import FinalResult, push_folder, save_final, train_final, write_test_metrics
+from .model_files import TOKENIZER_CHECK_QUERIES, check_encoder, check_tokenizer, load_tokenizer
 from .report import save_test_predictions, write_report
-from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, RunConfig
+from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, ConfigError, RunConfig
 from .search import make_sampler, run_search, write_history
 from .search_space import SearchSpace
 from .trials import StudySummary
@@ -41,24 +44,35 @@ class RunResult:
     model_dir: Path | None = None
 
 
-def check_run(config: RunConfig, space: SearchSpace) -> None:
-    """Checks that need no data or model: sampler options and warm-start points (before anything loads)."""
+def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
+    """Checks that need no data or model (before anything loads or a study is opened): the `training:` values
+    against TrainingArguments, the sampler options, the warm-start points. Returns the config with its
+    `training:` values as TrainingArguments takes them (YAML 1.1 float strings read as numbers)."""
+    try:
+        training = check_training(config.training)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     make_sampler(config.sampler, config.seed, space, config.sampler_options)
     for index, point in enumerate(config.warm_start):
         space.check_point(point, f"warm_start[{index}]")
+    return dataclasses.replace(config, training=training)
 
 
 def run_pipeline(config: RunConfig) -> RunResult:
     """Search, train the final model with the best parameters, evaluate on test, save; return the result.
 
-    Every input is checked before any training: the search space, the sampler options, the warm-start points,
-    the data files, the encoder.
+    Every input is checked before any training or study: the search space and `training:` values, the sampler
+    options, the warm-start points, the encoder's folder, the data files, and whether the encoder's tokenizer
+    can encode the training queries.
     """
     space = SearchSpace.from_dict(config.search_space)
-    check_run(config, space)
-    splits = load_splits(config.data, config.max_train_samples, config.max_eval_samples, config.max_test_samples)
+    config = check_run(config, space)
     model_path = config.model_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    encoder_config = check_encoder(config.model, model_path)
+    splits = load_splits(config.data, config.max_train_samples, config.max_eval_samples, config.max_test_samples)
+    tokenizer = load_tokenizer(config.model, model_path)
+    first_queries = splits["train"][:TOKENIZER_CHECK_QUERIES]["query"]
+    check_tokenizer(tokenizer, first_queries, config.model, encoder_config.get("vocab_size"))
     encoder = AutoModel.from_pretrained(model_path)
     longest = int(space.largest("max_length", default=config.training.get("max_length", 128)))
     tokenized = tokenize_splits(splits, tokenizer, longest)

@@ -2,18 +2,23 @@
 
 TRL calls each reward function as `reward(prompts=..., completions=..., completion_ids=..., **columns)` and
 logs it under its `__name__`. Completions are plain strings, or (conversational data) lists of messages whose
-last assistant message holds the generated text.
+last assistant message holds the generated text. The function runs inside someone else's training loop, so no
+completion a policy writes can make it raise: what it cannot read is scored as empty, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from .scoring import QueryScorer
+from .scoring import QueryScorer, _check_batch_size, normalize_query
+
+logger = logging.getLogger(__name__)
 
 RewardFunction = Callable[..., list[float]]
 
@@ -21,12 +26,15 @@ RewardFunction = Callable[..., list[float]]
 def completion_text(completion: Any) -> str:
     """The generated text of one completion: the string itself, or the last assistant message's content.
 
-    Content given as a list of parts (`[{"type": "text", "text": ...}]`, as multimodal chat templates use)
-    is joined; a message without text (a bare tool call) counts as the empty string.
+    Content given as a list of parts (`[{"type": "text", "text": ...}]`, as multimodal chat templates use, or
+    plain strings) is joined; a message without text (a bare tool call) counts as the empty string. A single
+    message dict counts as a one-message conversation.
     """
     if isinstance(completion, str):
         return completion
-    if isinstance(completion, Sequence) and all(isinstance(message, dict) for message in completion):
+    if isinstance(completion, Mapping):
+        completion = [completion]
+    if isinstance(completion, Sequence) and all(isinstance(message, Mapping) for message in completion):
         replies = [message for message in completion if message.get("role") == "assistant"]
         if not replies:
             roles = [message.get("role") for message in completion]
@@ -36,7 +44,13 @@ def completion_text(completion: Any) -> str:
             return ""
         if isinstance(content, str):
             return content
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        parts = [content] if isinstance(content, Mapping) else content
+        if not isinstance(parts, Sequence):
+            raise TypeError(f"assistant content must be text or a list of parts, got {type(content).__name__}")
+        texts = [
+            part if isinstance(part, str) else part.get("text") for part in parts if isinstance(part, (str, Mapping))
+        ]
+        return "".join(text for text in texts if isinstance(text, str))
     raise TypeError(
         f"completion must be a string or a list of message dicts, got {type(completion).__name__}: {completion!r}"
     )
@@ -51,6 +65,7 @@ def make_reward_function(
     revision: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
+    empty_score: float | None = 0.0,
 ) -> RewardFunction:
     """A reward function for TRL trainers that scores each completion's text with a query reward model.
 
@@ -59,20 +74,61 @@ def make_reward_function(
     unless `raw`. The text is stripped first: generations often start with a space or end with a newline,
     which a query does not. `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
 
+    An empty completion (nothing but whitespace, or a conversation whose assistant wrote no text) gets
+    `empty_score` without running the model: the model's own score for the empty string is well above that of
+    many poorly formed queries, so a policy would learn that writing nothing pays. `empty_score=None` scores
+    the empty string with the model instead. A completion the function cannot read (not a string nor a list of
+    messages, no assistant message) is scored as empty, with one warning logged, rather than stopping training.
+
     Example:
         >>> from trl import GRPOConfig, GRPOTrainer  # doctest: +SKIP
         >>> reward = make_reward_function("runs/quickstart/final_model")  # doctest: +SKIP
         >>> args = GRPOConfig(output_dir="runs/grpo")  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts)  # doctest: +SKIP
     """
+    if empty_score is not None and (
+        isinstance(empty_score, bool) or not isinstance(empty_score, (int, float)) or not math.isfinite(empty_score)
+    ):
+        raise ValueError(f"empty_score must be a finite number or None, got {empty_score!r}")
+    if batch_size is not None:
+        _check_batch_size(batch_size)
     if isinstance(scorer_or_path, QueryScorer):
         scorer = scorer_or_path
     else:
         scorer = QueryScorer.from_pretrained(scorer_or_path, revision=revision, device=device, dtype=dtype)
+    warned: list[bool] = []
+
+    def read(index: int, completion: Any) -> str:
+        try:
+            return normalize_query(completion_text(completion).strip()).strip()
+        except (TypeError, ValueError, AttributeError) as error:
+            if not warned:
+                warned.append(True)
+                logger.warning(
+                    "%s: completion %d cannot be read (%s); it and any later unreadable completion are scored as "
+                    "empty (%s)",
+                    name,
+                    index,
+                    error,
+                    "the model's score of the empty string" if empty_score is None else empty_score,
+                )
+            return ""
 
     def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-        texts = [completion_text(completion).strip() for completion in completions]
-        return scorer.score(texts, raw=raw, batch_size=batch_size, show_progress=False)
+        if isinstance(completions, (str, bytes, Mapping)) or not isinstance(completions, Sequence):
+            raise TypeError(f"completions must be a list, one per generation, got {type(completions).__name__}")
+        texts = [read(index, completion) for index, completion in enumerate(completions)]
+        if empty_score is None:
+            return scorer.score(texts, raw=raw, batch_size=batch_size, show_progress=False)
+        written = [index for index, text in enumerate(texts) if text]
+        scores = [float(empty_score)] * len(texts)
+        if written:
+            values = scorer.score(
+                [texts[index] for index in written], raw=raw, batch_size=batch_size, show_progress=False
+            )
+            for index, value in zip(written, values, strict=True):
+                scores[index] = value
+        return scores
 
     reward.__name__ = reward.__qualname__ = name
     reward.__doc__ = f"Query wellformedness reward ({'raw' if raw else 'clamped to [0, 1]'}) of each completion."

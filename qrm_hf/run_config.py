@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib.resources
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -270,7 +271,12 @@ def read_config(config: str) -> tuple[str, dict[str, Any]]:
     """(where, mapping) of a YAML path, or of the packaged config of that name; errors name the file and line."""
     path = Path(config).expanduser()
     if path.is_file():
-        where, text = str(path), path.read_text(encoding="utf-8")
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            line = path.read_bytes()[: error.start].count(b"\n") + 1
+            raise ConfigError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start}, line {line})") from None
     elif config in packaged_configs():
         resource = importlib.resources.files("qrm_hf") / "configs" / f"{config}.yaml"
         where, text = f"{config} (packaged: {resource})", resource.read_text(encoding="utf-8")
@@ -279,7 +285,7 @@ def read_config(config: str) -> tuple[str, dict[str, Any]]:
             f"{config}: config file not found; give a YAML path or a packaged config: {', '.join(packaged_configs())}"
         )
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
@@ -288,10 +294,28 @@ def read_config(config: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {type(raw).__name__}")
     known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(set(raw) - known, key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(known)}")
+        close = [match for key in unknown for match in difflib.get_close_matches(str(key), sorted(known), n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"{where}: unknown keys {unknown}{hint}; valid keys: {sorted(known)}")
     return where, raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error instead of the last one
+    silently winning (two `search_space:` blocks, one of them ignored)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def make_run_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -317,7 +341,14 @@ def make_run_parser(description: str | None = None) -> argparse.ArgumentParser:
 
 
 def _typed(action: argparse.Action, value: Any, where: str) -> Any:
-    """A YAML value converted as the flag would convert it (YAML 1.1 reads `1e-4` as a string)."""
+    """A YAML value converted as the flag would convert it (YAML 1.1 reads `1e-4` as a string); a number where
+    the flag takes a whole number must be one."""
+    if action.type is int and not isinstance(value, str) and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"{where}: {action.dest} = {value!r} is not a valid int (a whole number)")
+        return int(value)
+    if action.type is float and isinstance(value, bool):
+        raise ConfigError(f"{where}: {action.dest} = {value!r} is not a valid float (a number)")
     if not isinstance(value, str) or action.type in (None, str) or not callable(action.type):
         return value
     try:

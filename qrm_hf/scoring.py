@@ -7,45 +7,101 @@ into scores, so truncation, clamping and input checks behave the same everywhere
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import cached_file
 
 from .configuration_qrm import QueryRewardConfig
+from .model_files import check_weights, read_model_config, resolve_config_file
 from .modeling_qrm import QueryRewardModel
 
 # Below this many queries a progress bar is noise; above it the user wants to know the job is moving.
 PROGRESS_MIN_QUERIES = 1024
+BYTE_ORDER_MARK = "\ufeff"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def available_devices() -> list[str]:
+    """The devices this process can score on, for messages: cpu, each CUDA GPU, mps."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` as a torch.device; None picks the fastest available: cuda, then mps, then cpu."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """`device` as a torch.device; None picks the fastest available: cuda, then mps, then cpu.
+
+    A device that torch does not know, or one this machine lacks (`cuda` without a GPU, `cuda:3` with two),
+    raises ValueError naming it and the devices available, instead of a torch error at the first forward pass.
+    """
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device {device!r} is not a device torch knows; available here: {', '.join(available_devices())}"
+        ) from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {device!r} is not available: torch {torch.__version__} sees no CUDA GPU "
+                f"(available here: {', '.join(available_devices())})"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {device!r} is not available: this machine has {count} CUDA GPU(s) "
+                f"(available here: {', '.join(available_devices())})"
+            )
+        return resolved
+    if resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        usable = mps is not None and mps.is_available()
+    else:  # xpu and other accelerators expose torch.<type>.is_available(); meta and the like do not score
+        backend = getattr(torch, resolved.type, None)
+        usable = callable(getattr(backend, "is_available", None)) and backend.is_available()
+    if not usable:
+        raise ValueError(
+            f"device {device!r} is not available on this machine; available here: {', '.join(available_devices())}"
+        )
+    return resolved
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     """`dtype` as a torch.dtype; None means bfloat16 on a CUDA GPU that supports it (half the memory, faster
     matmuls) and float32 elsewhere, where bf16 is slow or unsupported."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype, None)
         if not isinstance(resolved, torch.dtype):
             raise ValueError(f"dtype {dtype!r} is not a torch dtype (try 'float32' or 'bfloat16')")
-        return resolved
+        dtype = resolved
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ValueError(
+                f"dtype {dtype} cannot hold a model's weights: use a float dtype such as float32 or bfloat16"
+            )
+        return dtype
+    if dtype is not None:
+        raise TypeError(f"dtype must be a torch dtype, its name or None, got {type(dtype).__name__}: {dtype!r}")
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -54,52 +110,75 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 def check_reward_model(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
     """Return the path of the `config.json` of a query reward model, or raise saying what is missing.
 
-    Checked before loading because `from_pretrained` on another kind of model gives errors about weights or
-    tokenizer classes that do not say the real problem: this is not a query reward model.
+    Checked before loading because `from_pretrained` on another kind of model, on a missing folder or on an
+    interrupted save gives errors that do not say the real problem. A local folder must hold a config.json of
+    model_type `query_reward`, complete weights (`model.safetensors`) and a tokenizer; a path that does not exist
+    is reported as a missing folder, not as a malformed Hub repo id.
     """
-    folder = Path(name_or_path).expanduser()
-    if folder.is_dir():
-        config_file = folder / "config.json"
-        if not config_file.is_file():
-            raise OSError(
-                f"{folder} is not a query reward model folder: it has no config.json "
-                "(save one with qrm_hf.final.save_final or model.save_pretrained)"
-            )
-    elif folder.exists():
-        raise OSError(f"{folder} is a file; expected a query reward model folder or a Hub repo id")
-    else:
-        try:
-            config_file = Path(cached_file(str(name_or_path), "config.json", revision=revision))
-        except OSError as error:
-            # transformers' message names neither the repo nor the file when offline or the Hub is unreachable.
-            raise OSError(
-                f"{name_or_path} is neither a local folder nor a Hub repo whose config.json could be fetched "
-                f"(revision {revision or 'main'}): {error}"
-            ) from error
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from None
-    model_type = config.get("model_type") if isinstance(config, dict) else None
+    config_file = resolve_config_file(name_or_path, revision)
+    config = read_model_config(config_file)
+    model_type = config.get("model_type")
     if model_type != QueryRewardConfig.model_type:
         raise ValueError(
             f"{name_or_path} is not a query reward model: its config.json has model_type {model_type!r}, "
             f"expected {QueryRewardConfig.model_type!r}"
         )
-    if folder.is_dir() and not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-        raise OSError(f"{folder} has no tokenizer (tokenizer.json or tokenizer_config.json): save it beside the model")
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            raise OSError(
+                f"{folder} has no tokenizer (tokenizer.json or tokenizer_config.json): save it beside the model"
+            )
+        check_weights(folder)
     return config_file
+
+
+def normalize_query(text: str) -> str:
+    """The text the model scores: lone surrogates (from a JSON `\\ud800` escape, or a policy's broken output)
+    replaced by U+FFFD as a UTF-8 decoder does with errors="replace", a leading byte-order mark dropped, and
+    blank text (empty or whitespace only) made the empty string, which tokenizers otherwise treat differently.
+
+    Example:
+        >>> normalize_query("\\ufeffhow do owls hunt \\ud800?")
+        'how do owls hunt \ufffd?'
+    """
+    if _SURROGATE.search(text):
+        # UTF-16 with surrogatepass joins a valid high/low pair into its character and replaces each lone one.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    text = text.removeprefix(BYTE_ORDER_MARK)
+    return text if text.strip() else ""
 
 
 def _as_texts(queries: Iterable[str]) -> list[str]:
     if isinstance(queries, (str, bytes)):
         raise TypeError("queries must be a list of strings, not a single string: wrap one query as [query]")
-    texts = list(queries)
+    if isinstance(queries, Mapping) or hasattr(queries, "columns"):
+        kind = "DataFrame" if hasattr(queries, "columns") else type(queries).__name__
+        raise TypeError(
+            f"queries is a {kind}: iterating it would score its {'column names' if kind == 'DataFrame' else 'keys'}; "
+            'pass one column of strings, e.g. df["query"] or batch["query"]'
+        )
+    try:
+        texts = list(queries)
+    except TypeError:
+        raise TypeError(f"queries must be a list of strings, got {type(queries).__name__}: {queries!r}") from None
     for index, query in enumerate(texts):
         if not isinstance(query, str):
-            raise TypeError(f"queries[{index}] is {type(query).__name__}, not str: {query!r}")
-    # Tokenizers disagree on whitespace (WordPiece drops it, BPE keeps it): make blank queries one input.
-    return [query if query.strip() else "" for query in texts]
+            hint = ""
+            if isinstance(query, Mapping):
+                hint = ' (rows of a table? pass one column, e.g. dataset["query"])'
+            elif isinstance(query, bytes):
+                hint = " (decode bytes first, e.g. query.decode('utf-8'))"
+            raise TypeError(f"queries[{index}] is {type(query).__name__}, not str: {query!r}{hint}")
+    return [normalize_query(query) for query in texts]
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int >= 1, got {type(batch_size).__name__}: {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size
 
 
 @contextlib.contextmanager
@@ -133,8 +212,7 @@ class QueryScorer:
         batch_size: int = 64,
     ) -> None:
         """Wrap a loaded model; with `device` it is moved there, without it stays where it is."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_batch_size(batch_size)
         if device is not None:
             model = model.to(resolve_device(device))
         self.model = model
@@ -155,11 +233,16 @@ class QueryScorer:
         `device` None picks cuda, then mps, then cpu; `dtype` None means bfloat16 on CUDA, float32 elsewhere.
         Raises OSError or ValueError naming what is missing when `name_or_path` is not a query reward model.
         """
-        check_reward_model(name_or_path, revision)
+        _check_batch_size(batch_size)
         target = resolve_device(device)
-        model = QueryRewardModel.from_pretrained(
-            str(name_or_path), revision=revision, dtype=resolve_dtype(dtype, target)
-        )
+        torch_dtype = resolve_dtype(dtype, target)
+        check_reward_model(name_or_path, revision)
+        try:
+            model = QueryRewardModel.from_pretrained(str(name_or_path), revision=revision, dtype=torch_dtype)
+        except SafetensorError as error:  # a Hub download cut short; local folders are checked above
+            raise OSError(
+                f"{name_or_path}: the weights are incomplete or corrupt ({error}); download the model again"
+            ) from None
         # With the config given, AutoTokenizer does not load it again through AutoConfig, which would ask on the
         # terminal whether to trust the folder's remote code (the auto_map) and wait 15 s for an answer.
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision, config=model.config)
@@ -189,15 +272,15 @@ class QueryScorer:
     ) -> list[float]:
         """One score per query, in input order: clamped to [0, 1], or the head's raw output with `raw=True`.
 
-        An empty list gives `[]`. An empty or whitespace-only query is scored as the empty string (only the
-        tokenizer's special tokens), so it gets a score like any other. A query longer than `max_length`
-        tokens is truncated. A non-string item raises TypeError naming its index. `show_progress` None shows
-        a progress bar from `PROGRESS_MIN_QUERIES` queries on.
+        An empty list gives `[]`. Each query goes through [`normalize_query`]: an empty or whitespace-only query
+        is scored as the empty string (only the tokenizer's special tokens), so it gets a score like any other;
+        lone surrogates are replaced and a leading byte-order mark dropped, so one broken string never fails
+        a batch. A query longer than `max_length` tokens is truncated. A non-string item raises TypeError
+        naming its index; a dict or DataFrame raises TypeError saying to pass one column. `show_progress` None
+        shows a progress bar from `PROGRESS_MIN_QUERIES` queries on.
         """
+        batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
         texts = _as_texts(queries)
-        batch_size = self.batch_size if batch_size is None else batch_size
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not texts:
             return []
         # Longest first: batches of similar length pad little, and an out-of-memory error comes at once.
@@ -244,4 +327,12 @@ class QueryScorer:
         return [score >= cut for score in self.score(queries, batch_size=batch_size)]
 
 
-__all__ = ["PROGRESS_MIN_QUERIES", "QueryScorer", "check_reward_model", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "PROGRESS_MIN_QUERIES",
+    "QueryScorer",
+    "available_devices",
+    "check_reward_model",
+    "normalize_query",
+    "resolve_device",
+    "resolve_dtype",
+]

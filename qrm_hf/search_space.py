@@ -8,6 +8,8 @@ Each entry of `search_space:` is either a distribution, e.g.
 
 or a plain value, which fixes the parameter without searching it (`pooling: mean`). Parameters of the head
 go to the model's config; the others are `TrainingArguments` fields (a few under the original recipe's names).
+Every bound, choice and fixed value is checked against the field it sets when the space is read, so a value no
+trial could train with stops the run before a study is opened.
 """
 
 from __future__ import annotations
@@ -18,26 +20,19 @@ from typing import Any
 
 import optuna
 
+from .field_values import (
+    MODEL_PARAMETERS,
+    TRAINING_ALIASES,
+    accepts,
+    check_value,
+    describe,
+    field_type,
+    read_number,
+    suggest,
+    training_field,
+)
 from .training_args import QRMTrainingArguments
 
-MODEL_PARAMETERS = (
-    "dropout",
-    "num_hidden_layers",
-    "hidden_dim_ratio",
-    "activation",
-    "use_layer_norm",
-    "pooling",
-    "encoder_dropout",
-    "loss",
-)
-
-# The original recipe's names for TrainingArguments fields.
-TRAINING_ALIASES = {
-    "batch_size": "per_device_train_batch_size",
-    "num_epochs": "num_train_epochs",
-    "warmup_ratio": "warmup_steps",
-    "scheduler": "lr_scheduler_type",
-}
 TRAINING_FIELDS = frozenset(f.name for f in fields(QRMTrainingArguments))
 TYPES = ("float", "int", "categorical")
 
@@ -79,10 +74,13 @@ class Parameter:
                 raise SearchSpaceError(f"{where}.choices must be a non-empty list, got {choices!r}")
             if set(raw) - {"type", "choices"}:
                 raise SearchSpaceError(f"{where}: a categorical parameter takes only `choices`")
-            return cls(name=name, type=kind, choices=tuple(choices))
+            return cls(
+                name=name, type=kind, choices=tuple(_checked(name, choice, f"{where}.choices") for choice in choices)
+            )
         if "low" not in raw or "high" not in raw:
             raise SearchSpaceError(f"{where}: a {kind} parameter needs `low` and `high`")
-        low, high, step, log = raw["low"], raw["high"], raw.get("step"), bool(raw.get("log", False))
+        low, high, step = (read_number(raw.get(key)) for key in ("low", "high", "step"))
+        log = bool(raw.get("log", False))
         for key, value in (("low", low), ("high", high), ("step", step)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise SearchSpaceError(f"{where}.{key} must be a number, got {value!r}")
@@ -99,6 +97,13 @@ class Parameter:
                 raise SearchSpaceError(f"{where}.step must be > 0, got {step}")
             if not _is_multiple(high - low, step):
                 raise SearchSpaceError(f"{where}: step {step} does not divide the range [{low}, {high}]")
+        if kind == "float" and not accepts(field_type(name), 0.5):
+            field = name if name in MODEL_PARAMETERS else training_field(name)
+            raise SearchSpaceError(
+                f"{where}: {field} takes {describe(field_type(name))}, not any float: use `type: int` or `categorical`"
+            )
+        for key, bound in (("low", low), ("high", high)):
+            _checked(name, int(bound) if kind == "int" else bound, f"{where}.{key}")
         return cls(name=name, type=kind, low=low, high=high, step=step, log=log)
 
     def suggest(self, trial: optuna.Trial) -> Any:
@@ -133,14 +138,23 @@ class Parameter:
         return max(self.choices) if self.type == "categorical" else self.high
 
 
+def _checked(name: str, value: Any, where: str) -> Any:
+    """`value` as the field of `name` takes it, or SearchSpaceError naming `where`."""
+    try:
+        return check_value(name, value)
+    except ValueError as error:
+        raise SearchSpaceError(f"{where}: {error}") from None
+
+
 def _target(name: str) -> str:
     if name in MODEL_PARAMETERS:
         return "model"
-    if TRAINING_ALIASES.get(name, name) in TRAINING_FIELDS:
+    if training_field(name) in TRAINING_FIELDS:
         return "training"
     known = sorted(set(MODEL_PARAMETERS) | set(TRAINING_ALIASES))
+    hint = suggest(name, sorted(set(MODEL_PARAMETERS) | set(TRAINING_ALIASES) | TRAINING_FIELDS))
     raise SearchSpaceError(
-        f"search_space.{name}: unknown parameter; use a head parameter or a TrainingArguments field "
+        f"search_space.{name}: unknown parameter{hint}; use a head parameter or a TrainingArguments field "
         f"(e.g. {', '.join(known)})"
     )
 
@@ -179,7 +193,7 @@ class SearchSpace:
             if isinstance(spec, dict):
                 parameters.append(Parameter.from_yaml(name, spec))
             else:
-                fixed[name] = spec
+                fixed[name] = _checked(name, spec, f"search_space.{name}")
         if not parameters:
             raise SearchSpaceError("search_space: nothing to search (every entry is a fixed value)")
         return cls(parameters=tuple(parameters), fixed=fixed)
@@ -222,6 +236,7 @@ class SearchSpace:
         distributions = self.distributions()
         checked = {}
         for name, value in point.items():
+            value = read_number(value)
             if name not in distributions:
                 fixed = f" ({name} is fixed in the space at {self.fixed[name]!r})" if name in self.fixed else ""
                 raise SearchSpaceError(

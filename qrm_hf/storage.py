@@ -1,12 +1,15 @@
 """Optuna storages by URL, with heartbeats so a trial whose worker died is failed and retried.
 
 - `sqlite:///results/model/study.db` (the default): one machine, several processes.
-- `postgresql+psycopg2://user:password@host/db` (`pip install qrm-hf[postgres]`): many machines.
+- `postgresql+psycopg2://user:password@host/db` (`pip install qrm-hf[postgres]`): many machines. The plain
+  `postgresql://` form (and Heroku's `postgres://`) uses psycopg2 too, unless psycopg 3 is installed.
 - `journal:///shared/fs/study.log`: Optuna's journal file on a shared file system (no heartbeat there).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +19,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 
 JOURNAL_PREFIX = "journal://"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
 class StorageError(ValueError):
@@ -30,6 +34,21 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a database URL: nothing to hide
         return url
+
+
+def with_driver(url: str) -> str:
+    """A PostgreSQL URL that names no driver, given the driver installed here: SQLAlchemy's default for
+    `postgresql://` is psycopg 3, while the `[postgres]` extra installs psycopg2. Other URLs are returned as is.
+
+    Example:
+        >>> with_driver("postgresql://qrm:pw@db-host/optuna")  # without psycopg 3 installed  # doctest: +SKIP
+        'postgresql+psycopg2://qrm:pw@db-host/optuna'
+    """
+    for prefix in POSTGRES_PREFIXES:
+        if url.startswith(prefix):
+            scheme = "postgresql" if importlib.util.find_spec("psycopg") is not None else "postgresql+psycopg2"
+            return f"{scheme}://{url.removeprefix(prefix)}"
+    return url
 
 
 def storage_file(url: str) -> Path | None:
@@ -47,13 +66,12 @@ def make_storage(
     """The storage for `url`. With a database, workers send a heartbeat every `heartbeat_interval` seconds; a
     running trial silent for `grace_period` seconds is marked FAIL and re-queued with the same parameters (at
     most `max_retry` times), the next time any worker starts a trial."""
+    given, url = url, with_driver(url)
     path = storage_file(url)
     if url.startswith(JOURNAL_PREFIX):
-        if not path.parent.is_dir():
-            raise StorageError(f"--storage {url!r}: folder {path.parent} does not exist")
-        return JournalStorage(JournalFileBackend(str(path)))
+        return _journal_storage(given, path)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_file(given, path)
     try:
         with warnings.catch_warnings():
             # Heartbeats are marked experimental in Optuna; they are what makes a dead worker's trial retried.
@@ -69,7 +87,7 @@ def make_storage(
     except ImportError as error:
         missing = getattr(error.__cause__, "name", None) or error
         raise StorageError(
-            f"--storage {redact(url)!r}: the database driver is not installed ({missing}); "
+            f"--storage {redact(given)!r}: the database driver is not installed ({missing}); "
             "for PostgreSQL run `pip install qrm-hf[postgres]`"
         ) from None
     except Exception as error:
@@ -77,13 +95,60 @@ def make_storage(
 
         if isinstance(error, sqlalchemy.exc.ArgumentError) or "Could not parse" in str(error):
             raise StorageError(
-                f"--storage {redact(url)!r} is not a storage URL: use sqlite:///path.db, "
-                "postgresql+psycopg2://user:password@host/db or journal:///path/study.log"
+                f"--storage {redact(given)!r} is not a storage URL: use sqlite:///path.db, "
+                "postgresql://user:password@host/db or journal:///path/study.log"
             ) from None
         if isinstance(error, sqlalchemy.exc.OperationalError):
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-            raise StorageError(f"--storage {redact(url)!r}: cannot connect ({reason})") from None
+            raise StorageError(f"--storage {redact(given)!r}: cannot connect ({_first_line(error)})") from None
+        if isinstance(error, sqlalchemy.exc.DatabaseError) and path is not None:
+            raise StorageError(
+                f"--storage {redact(given)!r}: {path} is not a SQLite database ({_first_line(error)}); "
+                "give the study's .db file or a new file name"
+            ) from None
         raise
+
+
+def _first_line(error: Exception) -> str:
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__
+
+
+def _check_sqlite_file(url: str, path: Path) -> None:
+    """The SQLite file's folder, created if needed, or StorageError naming the path that is in the way."""
+    if path.is_dir():
+        raise StorageError(f"--storage {url!r}: {path} is a folder; give a file, e.g. {path / 'study.db'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"--storage {url!r}: cannot create the folder {path.parent} for the SQLite file ({error.strerror or error})"
+        ) from None
+
+
+def _journal_storage(url: str, path: Path) -> JournalStorage:
+    """Optuna's journal file, refusing a folder, a missing folder, or an existing file that is no journal
+    (the storage would append its records to it)."""
+    if not path.parent.is_dir():
+        raise StorageError(f"--storage {url!r}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise StorageError(f"--storage {url!r}: {path} is a folder; give a file, e.g. {path / 'study.log'}")
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as stream:
+            first = stream.readline()
+        try:
+            record = json.loads(first)
+        except ValueError:
+            record = None
+        if not (isinstance(record, dict) and "op_code" in record):
+            raise StorageError(
+                f"--storage {url!r}: {path} is not an Optuna journal (its first line is no journal record); "
+                "give the study's journal file or a new file name"
+            )
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as error:
+        raise StorageError(f"--storage {url!r}: cannot open {path} ({error.strerror or error})") from None
 
 
 def _create_rdb_storage(url: str, heartbeat: dict, attempts: int = 5) -> RDBStorage:
@@ -114,4 +179,12 @@ def storage_url_for_log(storage: BaseStorage | str) -> str:
     return type(storage).__name__
 
 
-__all__ = ["JOURNAL_PREFIX", "StorageError", "make_storage", "redact", "storage_file", "storage_url_for_log"]
+__all__ = [
+    "JOURNAL_PREFIX",
+    "StorageError",
+    "make_storage",
+    "redact",
+    "storage_file",
+    "storage_url_for_log",
+    "with_driver",
+]

@@ -64,3 +64,18 @@ def test_collator_cuts_to_the_trial_length_and_pads_to_the_longest(tokenizer):
     collator.max_length = 64
     assert collator(features)["input_ids"].shape == (2, len(rows[1]["input_ids"]))
     assert QueryCollator(tokenizer, max_length=64, pad_to_multiple_of=8)(features)["input_ids"].shape[1] % 8 == 0
+
+
+def test_a_byte_that_is_not_utf8_names_file_line_and_byte_offset(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"good query ?\t0.4\nbad \xe9 byte\t0.2\n")
+
+    with pytest.raises(DataFormatError, match=r"train\.tsv:2: not UTF-8 text \(invalid continuation byte at byte 21\)"):
+        read_tsv(path)
+
+
+def test_a_leading_byte_order_mark_is_not_part_of_the_first_query(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_bytes("\ufeffhow do owls hunt ?\t1.0\nowls\t0.0\n".encode())
+
+    assert read_tsv(path)["query"] == ["how do owls hunt ?", "owls"]

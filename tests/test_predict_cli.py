@@ -148,3 +148,103 @@ def test_script_scores_stdin_in_a_subprocess(saved_model_dir, expected, tmp_path
 
     assert result.returncode == 0, result.stderr
     assert_scores_of_queries([score for _, score in parse_tsv(result.stdout)], expected)
+
+
+def run_bytes(argv: list[str], stdin: bytes) -> tuple[int, str]:
+    """Run with stdin as a terminal or pipe gives it: text over a byte stream (`sys.stdin.buffer`)."""
+    out = io.StringIO()
+    status = predict_main(argv, stdin=io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"), stdout=out)
+    return status, out.getvalue()
+
+
+def test_invalid_utf8_on_stdin_names_the_line_and_byte(saved_model_dir, capsys):
+    status, out = run_bytes(["--model", str(saved_model_dir)], b"owls\nbad \xff byte\n")
+
+    assert status == 2 and out == ""
+    assert (
+        capsys.readouterr().err
+        == "error: <stdin>:2: not UTF-8 text (invalid start byte at byte 9); re-encode it as UTF-8\n"
+    )
+
+
+def test_invalid_utf8_in_an_input_file_gives_the_same_error_with_its_name(saved_model_dir, tmp_path, capsys):
+    source = tmp_path / "queries.txt"
+    source.write_bytes(b"owls\nbad \xff byte\n")
+
+    status, _ = run(["--model", str(saved_model_dir), "--input", str(source)])
+
+    assert status == 2
+    assert f"error: {source}:2: not UTF-8 text (invalid start byte at byte 9)" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_neither_scored_nor_echoed(saved_model_dir, expected):
+    status, out = run_bytes(["--model", str(saved_model_dir)], "\ufeffowls\nhow do owls hunt ?\n".encode())
+
+    assert status == 0
+    rows = parse_tsv(out)
+    assert [query for query, _ in rows] == ["owls", "how do owls hunt ?"]
+    assert [score for _, score in rows] == pytest.approx([expected["owls"], expected["how do owls hunt ?"]], abs=1e-6)
+
+
+def test_a_jsonl_surrogate_escape_is_scored_and_written_as_the_replacement_character(saved_model_dir, tmp_path):
+    source = tmp_path / "queries.jsonl"
+    source.write_text('{"query": "owls \\ud800"}\n{"query": "owls"}\n', encoding="utf-8")
+
+    status, out = run(["--model", str(saved_model_dir), "--input", str(source), "--format", "jsonl"])
+
+    assert status == 0
+    assert [query for query, _ in parse_tsv(out)] == ["owls \ufffd", "owls"]
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_unwritable_output_is_refused_before_the_model_is_even_loaded(tmp_path, capsys, where):
+    (tmp_path / "a_file").write_text("x")
+    output = tmp_path if where == "folder" else tmp_path / "a_file" / "scores.tsv"
+
+    # The model does not exist: the output error coming first shows nothing was loaded or scored.
+    status, out = run(["--model", str(tmp_path / "no-model"), "--output", str(output), "owls"])
+
+    assert status == 2 and out == ""
+    err = capsys.readouterr().err
+    if where == "folder":
+        assert err.startswith(f"error: --output {tmp_path} is a folder; give a file path")
+    else:
+        assert err.startswith(f"error: --output {output}: cannot create it, {tmp_path / 'a_file'} is a file")
+
+
+def test_input_that_is_a_folder_is_named(saved_model_dir, tmp_path, capsys):
+    status, _ = run(["--model", str(saved_model_dir), "--input", str(tmp_path)])
+
+    assert status == 2
+    assert f"error: {tmp_path}: is a folder; --input takes a file of queries" in capsys.readouterr().err
+
+
+def test_devices_this_machine_lacks_exit_2_naming_them(saved_model_dir, capsys, monkeypatch):
+    import torch
+
+    assert run(["--model", str(saved_model_dir), "--device", "tpu", "owls"])[0] == 2
+    assert "error: device 'tpu' is not a device torch knows; available here: cpu" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run(["--model", str(saved_model_dir), "--device", "cuda", "owls"])[0] == 2
+    assert "error: device 'cuda' is not available: torch" in capsys.readouterr().err
+
+
+def test_a_model_path_that_does_not_exist_is_a_missing_folder(tmp_path, capsys):
+    status, _ = run(["--model", str(tmp_path / "runs" / "final_model"), "owls"])
+
+    assert status == 2
+    assert f"{tmp_path / 'runs' / 'final_model'}: no such folder" in capsys.readouterr().err
+
+
+def test_truncated_weights_exit_2_naming_the_file(saved_model_dir, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+    status, _ = run(["--model", str(folder), "owls"])
+
+    assert status == 2
+    assert f"{weights} is incomplete or corrupt" in capsys.readouterr().err

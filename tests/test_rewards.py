@@ -124,6 +124,109 @@ def test_grpo_trainer_trains_two_steps_with_the_reward(saved_model_dir, minilm_p
     assert len(calls) == 2
     for completions, rewards in calls:
         assert len(completions) == 4 and all(isinstance(text, str) for text in completions)
-        assert rewards == pytest.approx(reward.scorer.score([text.strip() for text in completions]), abs=1e-6)
+        model_scores = reward.scorer.score([text.strip() for text in completions])
+        expected = [score if text.strip() else 0.0 for text, score in zip(completions, model_scores, strict=True)]
+        assert rewards == pytest.approx(expected, abs=1e-6)
     logged = [entry["rewards/query_wellformedness/mean"] for entry in trainer.state.log_history if "reward" in entry]
     assert logged == pytest.approx([sum(rewards) / len(rewards) for _, rewards in calls], abs=1e-5)
+
+
+@pytest.fixture
+def scored(scorer, monkeypatch):
+    """The queries the scorer's model is asked to score, call by call."""
+    calls: list[list[str]] = []
+    score = scorer.score
+
+    def recording_score(queries, *args, **kwargs):
+        calls.append(list(queries))
+        return score(queries, *args, **kwargs)
+
+    monkeypatch.setattr(scorer, "score", recording_score)
+    return calls
+
+
+def test_empty_completions_get_empty_score_without_running_the_model(scorer, scored):
+    reward = make_reward_function(scorer)
+    completions = ["", " \n", [{"role": "assistant", "content": None, "tool_calls": []}], "\ufeff", " owls "]
+
+    rewards = reward(prompts=["p"] * 5, completions=completions)
+
+    assert rewards[:4] == [0.0, 0.0, 0.0, 0.0]
+    assert scored == [["owls"]]
+    assert rewards[4] == pytest.approx(scorer.score(["owls"])[0], abs=1e-6)
+    scored.clear()
+    assert make_reward_function(scorer, empty_score=-1.0)(prompts=["p"], completions=[""]) == [-1.0]
+    assert scored == []
+
+
+def test_empty_score_none_scores_the_empty_string_with_the_model(scorer):
+    reward = make_reward_function(scorer, empty_score=None)
+
+    assert reward(prompts=["p"], completions=["  "]) == pytest.approx(scorer.score([""]), abs=1e-6)
+
+
+@pytest.mark.parametrize("empty_score", [float("nan"), "0", True])
+def test_empty_score_must_be_a_finite_number(scorer, empty_score):
+    with pytest.raises(ValueError, match="empty_score must be a finite number or None"):
+        make_reward_function(scorer, empty_score=empty_score)
+
+
+def test_unreadable_completions_are_scored_as_empty_with_one_warning(scorer, caplog):
+    reward = make_reward_function(scorer, empty_score=0.0)
+    completions = [
+        3,
+        None,
+        [{"role": "user", "content": "owls"}],
+        ["not a message"],
+        [{"role": "assistant", "content": 42}],
+        {"role": "assistant", "content": "owls"},
+    ]
+
+    with caplog.at_level("WARNING", logger="qrm_hf.rewards"):
+        first = reward(prompts=["p"] * 6, completions=completions)
+        second = reward(prompts=["p"] * 6, completions=completions)
+
+    assert first == second
+    assert first[:5] == [0.0] * 5
+    assert first[5] == pytest.approx(scorer.score(["owls"])[0], abs=1e-6)  # a lone message dict is one message
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    assert "query_wellformedness: completion 0 cannot be read" in warnings[0] and "scored as empty (0.0)" in warnings[0]
+
+
+def test_a_completion_with_a_lone_surrogate_is_scored(scorer):
+    reward = make_reward_function(scorer)
+
+    rewards = reward(
+        prompts=["p"] * 2, completions=["how do owls hunt \ud800?", [{"role": "assistant", "content": "\udfff"}]]
+    )
+
+    assert rewards == pytest.approx(scorer.score(["how do owls hunt \ufffd?", "\ufffd"]), abs=1e-6)
+
+
+def test_chat_content_given_as_a_list_of_strings_is_joined(scorer):
+    reward = make_reward_function(scorer)
+    completions = [[{"role": "assistant", "content": ["how do ", "owls hunt ?"]}]]
+
+    assert completion_text(completions[0]) == "how do owls hunt ?"
+    assert reward(prompts=["p"], completions=completions) == pytest.approx(
+        scorer.score(["how do owls hunt ?"]), abs=1e-6
+    )
+
+
+def test_completions_that_are_not_a_list_raise_type_error(scorer):
+    reward = make_reward_function(scorer)
+
+    with pytest.raises(TypeError, match="completions must be a list, one per generation, got str"):
+        reward(prompts=["p"], completions="owls")
+
+
+def test_reward_function_refuses_incomplete_weights_naming_the_file(saved_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved_model_dir, folder)
+    (folder / "model.safetensors").write_bytes(b"")
+
+    with pytest.raises(OSError, match=r"model\.safetensors is incomplete or corrupt"):
+        make_reward_function(folder, device="cpu")

@@ -67,3 +67,31 @@ def test_invalid_values_name_the_file_and_key(tmp_path, key, value, message):
     with pytest.raises(ConfigError) as error:
         load_run_config(write_yaml(tmp_path / "run.yaml", **{key: value}))
     assert "run.yaml" in str(error.value) and message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"n_trials: 3\nseed: 1\nn_trials: 5\n",
+            r"bad.yaml: not valid YAML, line 3 column 1: key 'n_trials' is given twice",
+        ),
+        (b"model: x\ndata: caf\xe9\n", r"bad.yaml: not UTF-8 text \(invalid continuation byte at byte 18, line 2\)"),
+        (b"n_trails: 3\n", r"bad.yaml: unknown keys \['n_trails'\] \(did you mean n_trials\?\); valid keys:"),
+        (b"seed: 4.5\n", r"bad.yaml: seed = 4.5 is not a valid int \(a whole number\)"),
+        (b"n_trials: true\n", r"bad.yaml: n_trials = True is not a valid int"),
+    ],
+)
+def test_config_files_that_would_run_wrongly_name_file_key_or_line(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(str(path))
+
+
+def test_a_whole_float_is_an_int_field(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("n_trials: 4.0\n")
+
+    assert load_run_config(str(path)).n_trials == 4

@@ -184,3 +184,108 @@ def test_classify_uses_the_models_decision_threshold(saved_model_dir, tmp_path):
     assert scorer.classify(queries, threshold=0.0) == [True, True, True]
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
         scorer.classify(queries, threshold=2.0)
+
+
+def test_lone_surrogates_are_scored_as_the_replacement_character_without_failing_the_batch(scorer):
+    """A JSON "\\ud800" escape or a broken generation must not kill the batch it is in (tokenizers refuse it)."""
+    scores = scorer.score(["owls", "how do owls hunt \ud800?", "owls \ud83d\ude00"], raw=True)
+
+    # Each lone surrogate is U+FFFD; a high/low pair given as two code points is the character it encodes.
+    assert scores == scorer.score(["owls", "how do owls hunt \ufffd?", "owls \U0001f600"], raw=True)
+
+
+def test_normalize_query_replaces_surrogates_drops_a_bom_and_blanks():
+    from qrm_hf.scoring import normalize_query
+
+    assert normalize_query("a\ud800b\udc00") == "a\ufffdb\ufffd"
+    assert normalize_query("\ufeffhow do owls hunt ?") == "how do owls hunt ?"
+    assert normalize_query("\ufeff") == normalize_query(" \t\n") == ""
+
+
+def test_a_leading_byte_order_mark_is_not_scored(scorer):
+    assert scorer.score(["\ufeffowls"], raw=True) == pytest.approx(scorer.score(["owls"], raw=True), abs=1e-6)
+
+
+def test_dataframe_and_dict_are_refused_with_the_column_to_pass(scorer):
+    import pandas as pd
+
+    frame = pd.DataFrame({"query": QUERIES[:2], "id": [1, 2]})
+    with pytest.raises(
+        TypeError, match=r'queries is a DataFrame: .* its column names; pass one column .*df\["query"\]'
+    ):
+        scorer.score(frame)
+    with pytest.raises(TypeError, match=r"queries is a dict: iterating it would score its keys"):
+        scorer.score({"query": QUERIES[:2]})
+    with pytest.raises(TypeError, match=r'queries\[0\] is dict, not str: .*pass one column, e.g. dataset\["query"\]'):
+        scorer.score([{"query": "owls"}])
+
+    assert scorer.score(frame["query"]) == pytest.approx(scorer.score(QUERIES[:2]), abs=1e-6)
+
+
+def test_none_instead_of_a_list_is_a_type_error(scorer):
+    with pytest.raises(TypeError, match="queries must be a list of strings, got NoneType"):
+        scorer.score(None)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "error"), [(1.5, TypeError), ("8", TypeError), (True, TypeError), (0, ValueError)]
+)
+def test_batch_size_that_is_not_a_positive_int_is_refused_naming_it(scorer, saved_model_dir, batch_size, error):
+    with pytest.raises(error, match="batch_size must be"):
+        scorer.score(QUERIES, batch_size=batch_size)
+    with pytest.raises(error, match="batch_size must be"):
+        QueryScorer.from_pretrained(saved_model_dir, device="cpu", batch_size=batch_size)
+
+
+def test_unknown_or_missing_devices_are_refused_naming_what_is_available(saved_model_dir, monkeypatch):
+    with pytest.raises(ValueError, match=r"device 'tpu' is not a device torch knows; available here: cpu"):
+        QueryScorer.from_pretrained(saved_model_dir, device="tpu")
+    with pytest.raises(ValueError, match=r"device 'meta' is not available on this machine; available here: cpu"):
+        QueryScorer.from_pretrained(saved_model_dir, device="meta")
+    # As on a machine without a GPU, whichever machine runs the test.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device 'cuda' is not available: torch .* sees no CUDA GPU"):
+        QueryScorer.from_pretrained(saved_model_dir, device="cuda")
+
+
+def test_a_dtype_that_cannot_hold_weights_is_refused(saved_model_dir):
+    with pytest.raises(ValueError, match="dtype torch.int8 cannot hold a model's weights"):
+        QueryScorer.from_pretrained(saved_model_dir, device="cpu", dtype="int8")
+
+
+def copy_model(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate", r"model\.safetensors is incomplete or corrupt \(\d+ bytes; .*\): an interrupted save"),
+        ("empty", r"model\.safetensors is incomplete or corrupt \(0 bytes; .*header too small"),
+        ("delete", r"has no weights \(model\.safetensors\): the folder is incomplete"),
+    ],
+)
+def test_incomplete_weights_are_named(saved_model_dir, tmp_path, damage, message):
+    folder = copy_model(saved_model_dir, tmp_path / "model")
+    weights = folder / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    else:
+        weights.unlink()
+
+    with pytest.raises(OSError, match=message):
+        QueryScorer.from_pretrained(folder, device="cpu")
+
+
+def test_a_path_that_does_not_exist_is_a_missing_folder_not_a_bad_repo_id(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=r"/nonexistent/model: no such folder \(resolved to /nonexistent/model\)"
+    ):
+        QueryScorer.from_pretrained("/nonexistent/model")
+    with pytest.raises(FileNotFoundError, match=r"no such folder"):
+        QueryScorer.from_pretrained(tmp_path / "runs" / "final_model")

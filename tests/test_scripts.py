@@ -61,6 +61,17 @@ def test_search_script_runs_the_whole_pipeline(tmp_path, data_dir, tiny_encoder_
         ({}, ["--sampler", "bayes"], "sampler must be one of"),
         ({"search_space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1}}}, [], "low (0.5) > high (0.1)"),
         ({"data": "MISSING"}, [], "MISSING/train.tsv"),
+        ({}, ["--model", "/nonexistent/encoder"], "--model: /nonexistent/encoder: no such folder"),
+        (
+            {"training": {"learning_rat": 1e-4}},
+            [],
+            "training.learning_rat: not a TrainingArguments field (did you mean learning_rate?)",
+        ),
+        (
+            {"search_space": {"activation": {"type": "categorical", "choices": ["relu", "swishy"]}}},
+            [],
+            "search_space.activation.choices: activation must be one of",
+        ),
     ],
 )
 def test_bad_input_stops_before_training(tmp_path, values, flags, message, capsys):
@@ -87,3 +98,56 @@ def test_push_without_network_or_token_fails_clearly_and_keeps_the_folder(saved_
 def test_push_refuses_a_folder_that_is_not_a_reward_model(tmp_path, capsys):
     assert load_script("push").main([str(tmp_path), "your-org/query-reward"]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"activation": {"type": "categorical", "choices": ["relu", "swishy"]}}, "got 'swishy'"),
+        ({"activation": {"type": "categorical", "choices": ["swishy"]}}, "got 'swishy'"),
+        (
+            {"learning_rate": "fast", "dropout": {"type": "float", "low": 0.0, "high": 0.2}},
+            "search_space.learning_rate: 'fast' is not valid for learning_rate: expected a number",
+        ),
+    ],
+)
+def test_a_bad_search_space_writes_no_trial_into_a_new_or_existing_study(tmp_path, run_config_file, space, message):
+    import optuna
+
+    storage = tmp_path / "study.db"
+    config = run_config_file(search_space=space)
+    argv = ["--config", str(config), "--storage", f"sqlite:///{storage}", "--study-name", "shared"]
+    assert load_script("search").main(argv) == 2
+    assert not storage.exists()
+
+    study = optuna.create_study(storage=f"sqlite:///{storage}", study_name="shared")
+    assert load_script("search").main(argv) == 2
+    assert optuna.load_study(study_name="shared", storage=f"sqlite:///{storage}").trials == study.trials == []
+
+
+def test_an_encoder_folder_without_tokenizer_files_stops_the_run_before_training(
+    tmp_path, run_config_file, minilm_path, capsys
+):
+    """transformers would build a 5-token tokenizer, train on [UNK] only and save a model that scores nothing."""
+    folder = tmp_path / "minilm-without-tokenizer"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((minilm_path / "config.json").read_bytes())
+    (folder / "model.safetensors").symlink_to(minilm_path / "model.safetensors")
+    config = run_config_file(model=str(folder))
+
+    assert load_script("search").main(["--config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert f"error: --model {folder}: its tokenizer turns 100% of the tokens of the first 96 training queries" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_saved_reward_model_as_model_is_refused_saying_to_pass_its_encoder(
+    tmp_path, run_config_file, saved_model_dir, capsys
+):
+    config = run_config_file(model=str(saved_model_dir))
+
+    assert load_script("search").main(["--config", str(config)]) == 2
+
+    assert "is a saved query reward model, not an encoder: pass the encoder it was" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

@@ -1,5 +1,7 @@
 """Storages by URL, and bad storages or studies refused before any training, leaving existing studies intact."""
 
+import importlib.util
+
 import optuna
 import pytest
 from conftest import free_port, load_script
@@ -99,3 +101,73 @@ def test_finished_trial_missing_a_parameter_of_the_space_is_refused(tmp_path, ru
     assert search_main(["--config", str(config), "--storage", storage, "--study-name", "shared"]) == 2
     assert "was searched over another space" in capsys.readouterr().err
     assert len(optuna.load_study(study_name="shared", storage=storage).trials) == 1
+
+
+def test_plain_postgresql_urls_use_the_driver_the_postgres_extra_installs():
+    from qrm_hf.storage import with_driver
+
+    assert importlib.util.find_spec("psycopg") is None, "this checks the machine has psycopg2 only, as the extra does"
+    assert with_driver("postgresql://qrm:pw@db-host/optuna") == "postgresql+psycopg2://qrm:pw@db-host/optuna"
+    assert with_driver("postgres://qrm:pw@db-host/optuna") == "postgresql+psycopg2://qrm:pw@db-host/optuna"
+    assert with_driver("postgresql+psycopg2://qrm@db-host/optuna") == "postgresql+psycopg2://qrm@db-host/optuna"
+    assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_plain_postgresql_url_reaches_the_server_with_password_hidden():
+    """The driver is found: the error is the unreachable server, not a missing psycopg."""
+    from qrm_hf.storage import StorageError, make_storage
+
+    with pytest.raises(
+        StorageError, match=r"--storage 'postgresql://qrm:\*\*\*@127\.0\.0\.1:\d+/optuna': cannot connect"
+    ):
+        make_storage(f"postgresql://qrm:hunter2@127.0.0.1:{free_port()}/optuna")
+
+
+@pytest.mark.slow
+def test_plain_postgresql_url_opens_a_real_study(postgres_url):
+    from qrm_hf.storage import make_storage
+
+    plain = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
+    study = optuna.create_study(storage=make_storage(plain, heartbeat_interval=None), study_name="plain-url")
+    study.add_trial(optuna.create_trial(params={}, distributions={}, value=0.5))
+    assert optuna.load_study(study_name="plain-url", storage=postgres_url).trials[0].value == 0.5
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:////proc/nope/x.db", r"cannot create the folder /proc/nope for the SQLite file \(No such file"),
+        ("sqlite:///{tmp}/not-a-db.db", r"{tmp}/not-a-db\.db is not a SQLite database \(file is not a database\)"),
+        ("sqlite:///{tmp}", r"{tmp} is a folder; give a file, e\.g\. {tmp}/study\.db"),
+        ("journal://{tmp}/not-a-db.db", r"{tmp}/not-a-db\.db is not an Optuna journal"),
+        ("journal://{tmp}", r"{tmp} is a folder; give a file, e\.g\. {tmp}/study\.log"),
+    ],
+)
+def test_storage_files_that_cannot_be_used_are_named(tmp_path, url, message):
+    from qrm_hf.storage import StorageError, make_storage
+
+    (tmp_path / "not-a-db.db").write_text("query\tscore\nhow do owls hunt ?\t1.0\n" * 50)
+    before = (tmp_path / "not-a-db.db").read_bytes()
+
+    with pytest.raises(StorageError, match=message.format(tmp=tmp_path)):
+        make_storage(url.format(tmp=tmp_path))
+
+    assert (tmp_path / "not-a-db.db").read_bytes() == before
+
+
+def test_report_on_a_file_that_is_not_a_database_exits_2(tmp_path, capsys):
+    from qrm_hf.commands import main
+
+    (tmp_path / "study.db").write_text("not sqlite\n" * 100)
+
+    assert main(["report", "--storage", f"sqlite:///{tmp_path}/study.db", "--study-name", "x"]) == 2
+    assert f"error: --storage 'sqlite:///{tmp_path}/study.db': {tmp_path}/study.db is not a SQLite database" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_sqlite_path_that_cannot_be_created_stops_the_search_with_exit_2(run_config_file, capsys):
+    assert search_main(["--config", str(run_config_file()), "--storage", "sqlite:////proc/nope/x.db"]) == 2
+    assert (
+        "error: --storage 'sqlite:////proc/nope/x.db': cannot create the folder /proc/nope" in capsys.readouterr().err
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -76,6 +77,8 @@ def parse_lines(lines: Iterable[str], input_format: str, field: str, source: str
     queries = []
     for number, line in enumerate(lines, start=1):
         text = line.rstrip("\r\n")
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # a byte-order mark is encoding, not part of the first query
         if input_format == "text":
             queries.append(text)
         elif input_format == "tsv":
@@ -101,20 +104,49 @@ def _jsonl_query(text: str, field: str, where: str) -> str:
 
 
 def read_queries(args: argparse.Namespace, stdin: TextIO) -> list[str]:
-    """The queries named on the command line, else those in `--input`, else those on stdin."""
+    """The queries named on the command line, else those in `--input`, else those on stdin.
+
+    Files and stdin are read as bytes where possible, so a byte that is not UTF-8 is reported with its line and
+    offset instead of failing inside the tokenizer."""
     if args.queries:
         return list(args.queries)
     if args.input is None:
         if stdin.isatty():
             print("reading queries from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
-        return parse_lines(stdin, args.format, args.field, "<stdin>")
+        source, stream = "<stdin>", getattr(stdin, "buffer", None)
+        if stream is None:  # a text stream without bytes underneath (io.StringIO)
+            return parse_lines(stdin, args.format, args.field, source)
+        return _parse_bytes(stream, args, source)
+    if args.input.is_dir():
+        raise InputError(f"{args.input}: is a folder; --input takes a file of queries")
     if not args.input.is_file():
         raise InputError(f"{args.input}: no such file")
+    with args.input.open("rb") as stream:
+        return _parse_bytes(stream, args, str(args.input))
+
+
+def _parse_bytes(stream: IO[bytes], args: argparse.Namespace, source: str) -> list[str]:
+    from ..data import DataFormatError, utf8_lines  # imports torch: not at module level, so --help stays instant
+
     try:
-        with args.input.open(encoding="utf-8") as lines:
-            return parse_lines(lines, args.format, args.field, str(args.input))
-    except UnicodeDecodeError as error:
-        raise InputError(f"{args.input}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        return parse_lines((text for _, text in utf8_lines(stream, source)), args.format, args.field, source)
+    except DataFormatError as error:
+        raise InputError(str(error)) from None
+
+
+def check_output(path: Path) -> None:
+    """Raise InputError when `--output` cannot be written (a folder, a folder that cannot be created, no write
+    permission), before any query is scored."""
+    if path.is_dir():
+        raise InputError(f"--output {path} is a folder; give a file path, e.g. {path / 'scores.tsv'}")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--output {path}: cannot create it, {existing} is a file, not a folder")
+    target = path if path.exists() else existing
+    if not os.access(target, os.W_OK):
+        raise InputError(f"--output {path}: {target} is not writable (permission denied)")
 
 
 def write_scores(
@@ -153,15 +185,19 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
         parser.error("--classify compares scores in [0, 1] with a threshold: leave out --raw")
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
+    from ..scoring import QueryScorer, normalize_query, resolve_device
+
     try:
-        queries = read_queries(args, stdin)
-    except InputError as error:
+        device = resolve_device(args.device)
+        if args.output is not None:
+            check_output(args.output)
+        # Echo what is scored: a lone surrogate from a JSONL escape could not be written back out as UTF-8.
+        queries = [normalize_query(query) for query in read_queries(args, stdin)]
+    except (InputError, ValueError) as error:
         return error_exit(error)
 
-    from ..scoring import QueryScorer
-
     try:
-        scorer = QueryScorer.from_pretrained(args.model, revision=args.revision, device=args.device)
+        scorer = QueryScorer.from_pretrained(args.model, revision=args.revision, device=device)
     except (OSError, ValueError) as error:
         print(f"error: cannot load --model {args.model}: {error}", file=sys.stderr)
         return 2
@@ -171,11 +207,15 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
         threshold = scorer.decision_threshold if args.threshold is None else args.threshold
     if args.output is None:
         write_scores(queries, scores, args.output_format, stdout, threshold)
-    else:
+        return 0
+    try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("w", encoding="utf-8") as out:
             write_scores(queries, scores, args.output_format, out, threshold)
+    except OSError as error:  # checked before scoring; this is what the file system said since then
+        print(f"error: cannot write --output {args.output}: {error.strerror or error}", file=sys.stderr)
+        return 2
     return 0
 
 
-__all__ = ["InputError", "main", "make_parser", "parse_lines", "read_queries", "write_scores"]
+__all__ = ["InputError", "check_output", "main", "make_parser", "parse_lines", "read_queries", "write_scores"]

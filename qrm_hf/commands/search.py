@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return error_exit(error)
     setup_logging()
     from ..data import DataFormatError
+    from ..model_files import EncoderError
     from ..pipeline import run_pipeline
     from ..search import SamplerOptionsError, StudyMismatchError
     from ..search_space import SearchSpaceError
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         SearchSpaceError,
         SamplerOptionsError,
         DataFormatError,
+        EncoderError,
         StorageError,
         StudyMismatchError,
     ) as error:

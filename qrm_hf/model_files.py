@@ -1,0 +1,195 @@
+"""Model folders and Hub ids, checked before anything loads them: the encoder a run fine-tunes, and (through
+`scoring.check_reward_model`) the reward model a scorer, the prediction command or a reward function loads.
+
+Loading a bad folder fails late and says little: a truncated `model.safetensors` raises a bare SafetensorError, a
+missing folder is reported as a malformed Hub repo id, and an encoder folder without tokenizer files silently
+gets a 5-token tokenizer that turns every word into `[UNK]`. These checks say what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import cached_file
+
+from .data import looks_like_path
+
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
+REWARD_MODEL_TYPE = "query_reward"  # QueryRewardConfig.model_type, without importing the model here
+
+# The tokenizer check reads this many training queries and refuses a tokenizer that maps more than this share of
+# their tokens to its unknown token (a real tokenizer maps well under 1% of this data there).
+TOKENIZER_CHECK_QUERIES = 200
+MAX_UNKNOWN_TOKEN_SHARE = 0.5
+
+
+class EncoderError(ValueError):
+    """An encoder (`--model` of a run) that cannot be fine-tuned; the message names it and the fix."""
+
+
+def resolve_config_file(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
+    """The `config.json` of a local model folder or of a Hub repo (fetched into the cache), or an OSError
+    saying what is missing: no such folder (for a value that can only be a path), a file instead of a folder,
+    a folder without config.json, a Hub repo that cannot be reached."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            raise OSError(
+                f"{folder} is not a model folder: it has no config.json "
+                "(save one with qrm_hf.final.save_final or model.save_pretrained)"
+            )
+        return config_file
+    if folder.exists():
+        raise OSError(f"{folder} is a file; expected a model folder or a Hub repo id")
+    if looks_like_path(str(name_or_path)):
+        raise FileNotFoundError(
+            f"{name_or_path}: no such folder (resolved to {folder.resolve()}); give a model folder or a Hub repo id "
+            "such as org/name"
+        )
+    try:
+        return Path(cached_file(str(name_or_path), "config.json", revision=revision))
+    except OSError as error:
+        # transformers' message names neither the repo nor the file when offline or the Hub is unreachable.
+        raise OSError(
+            f"{name_or_path} is neither a local folder nor a Hub repo whose config.json could be fetched "
+            f"(revision {revision or 'main'}): {error}"
+        ) from error
+
+
+def read_model_config(config_file: Path) -> dict[str, Any]:
+    """The mapping in a `config.json`; ValueError naming the file when it is not a JSON object."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} is not a JSON object of config values")
+    return config
+
+
+def check_weights(folder: Path) -> None:
+    """Raise OSError naming the weights file of `folder` when it is missing, empty, truncated or not safetensors.
+
+    Opening a safetensors file reads its header and checks that the file covers every tensor it lists, so an
+    interrupted save or download is found without loading a single weight.
+    """
+    from safetensors import safe_open
+
+    single, index = folder / WEIGHTS_FILE, folder / WEIGHTS_INDEX_FILE
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        weight_map = read_model_config(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise OSError(f"{index} is incomplete or corrupt: it has no weight_map; save the model again")
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+    elif (folder / LEGACY_WEIGHTS_FILE).is_file():
+        return  # the pickle format has no header to check; transformers reports its own errors there
+    else:
+        raise OSError(
+            f"{folder} has no weights ({WEIGHTS_FILE}): the folder is incomplete; save the model again "
+            "(model.save_pretrained) or download it again"
+        )
+    for file in files:
+        if not file.is_file():
+            raise OSError(f"{file} is missing (listed in {index.name}): the folder is incomplete; save it again")
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as error:  # SafetensorError, and OSError for unreadable files
+            size = file.stat().st_size
+            raise OSError(
+                f"{file} is incomplete or corrupt ({size} bytes; {error}): an interrupted save or download; "
+                "save or download the model again"
+            ) from None
+
+
+def check_encoder(model: str, name_or_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The config of the encoder a run fine-tunes (`model` as the user gave it, `name_or_path` where it loads
+    from), or EncoderError: a missing folder or unreachable repo, a saved query reward model instead of an
+    encoder, incomplete weights."""
+    name_or_path = model if name_or_path is None else name_or_path
+    try:
+        config = read_model_config(resolve_config_file(name_or_path))
+    except (OSError, ValueError) as error:
+        raise EncoderError(f"--model: {error}") from None
+    if config.get("model_type") == REWARD_MODEL_TYPE:
+        encoder = config.get("encoder") if isinstance(config.get("encoder"), dict) else {}
+        origin = encoder.get("_name_or_path")
+        hint = f" ({origin} when it was trained)" if origin else " (its model card's base_model)"
+        raise EncoderError(
+            f"--model {model} is a saved query reward model, not an encoder: pass the encoder it was fine-tuned "
+            f"from{hint}"
+        )
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        try:
+            check_weights(folder)
+        except (OSError, ValueError) as error:
+            raise EncoderError(f"--model: {error}") from None
+    return config
+
+
+def load_tokenizer(model: str, name_or_path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
+    """The encoder's tokenizer, or EncoderError saying the folder lacks usable tokenizer files."""
+    name_or_path = model if name_or_path is None else name_or_path
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EncoderError(
+            f"--model {model}: no tokenizer could be loaded ({first_line}): an encoder folder needs the tokenizer "
+            "files it was trained with (tokenizer.json or vocab.txt, tokenizer_config.json, special_tokens_map.json)"
+        ) from None
+
+
+def check_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], model: str, vocab_size: int | None = None
+) -> None:
+    """Refuse a tokenizer that cannot encode the training queries: most of their tokens unknown (the folder's
+    tokenizer files are missing, so transformers built an empty vocabulary), or token ids beyond the encoder's
+    vocabulary (the tokenizer of another model). `queries` are the first training queries."""
+    sample = list(queries[:TOKENIZER_CHECK_QUERIES])
+    if not sample:
+        return
+    rows = tokenizer(sample, add_special_tokens=True, return_token_type_ids=False)["input_ids"]
+    ids = [token for row in rows for token in row]
+    unknown = tokenizer.unk_token_id
+    special = set(tokenizer.all_special_ids) - {unknown}
+    words = [token for token in ids if token not in special]
+    if unknown is not None and words:
+        share = sum(token == unknown for token in words) / len(words)
+        if share > MAX_UNKNOWN_TOKEN_SHARE:
+            raise EncoderError(
+                f"--model {model}: its tokenizer turns {share:.0%} of the tokens of the first {len(sample)} training "
+                f"queries into the unknown token {tokenizer.unk_token!r} (more than {MAX_UNKNOWN_TOKEN_SHARE:.0%}): "
+                f"the folder's tokenizer files ({tokenizer.name_or_path}) are missing or belong to another model; "
+                "copy them from the encoder's original folder or Hub repo"
+            )
+    if vocab_size is not None and ids and max(ids) >= vocab_size:
+        raise EncoderError(
+            f"--model {model}: its tokenizer produces token id {max(ids)}, but the encoder's vocabulary has "
+            f"{vocab_size} entries (config.json vocab_size): the tokenizer belongs to another model"
+        )
+
+
+__all__ = [
+    "MAX_UNKNOWN_TOKEN_SHARE",
+    "TOKENIZER_CHECK_QUERIES",
+    "WEIGHTS_FILE",
+    "EncoderError",
+    "check_encoder",
+    "check_tokenizer",
+    "check_weights",
+    "load_tokenizer",
+    "read_model_config",
+    "resolve_config_file",
+]
