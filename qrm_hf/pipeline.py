@@ -18,11 +18,13 @@ from .data import load_splits, random_subset, tokenize_splits
 from .distributed import from_rank_zero
 from .field_values import check_training
 from .final import FinalResult, push_folder, save_final, train_final, write_test_metrics
+from .final_outputs import save_test_predictions
 from .model_files import TOKENIZER_CHECK_QUERIES, check_encoder, check_tokenizer, load_tokenizer
-from .report import save_test_predictions, write_report
+from .report import write_report
 from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, ConfigError, RunConfig
 from .search import make_sampler, run_search, write_history
 from .search_space import SearchSpace
+from .training_args import QRMTrainingArguments
 from .trials import StudySummary
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def run_pipeline(config: RunConfig) -> RunResult:
     first_queries = splits["train"][:TOKENIZER_CHECK_QUERIES]["query"]
     check_tokenizer(tokenizer, first_queries, config.model, encoder_config.get("vocab_size"))
     encoder = AutoModel.from_pretrained(model_path)
-    longest = int(space.largest("max_length", default=config.training.get("max_length", 128)))
+    default_max_length = config.training.get("max_length", QRMTrainingArguments.max_length)
+    longest = int(space.largest("max_length", default=default_max_length))
     tokenized = tokenize_splits(splits, tokenizer, longest)
     search_data = tokenized
     if config.search_train_samples is not None:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from .final_outputs import load_test_predictions
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
 from .run_config import RunLayout
 from .storage import make_storage, redact, storage_file
@@ -111,21 +111,21 @@ def convergence_verdict(
     count = len(finished)
     if count < MIN_TRIALS_TO_JUDGE:
         return ConvergenceVerdict(
-            None,
-            f"too few trials to judge: {count} finished, at least {MIN_TRIALS_TO_JUDGE} are needed",
-            count,
+            still_improving=None,
+            message=f"too few trials to judge: {count} finished, at least {MIN_TRIALS_TO_JUDGE} are needed",
+            finished_trials=count,
         )
     modelled = sum(trial_origin(trial) == MODELLED for trial in finished)
     if modelled < MIN_MODELLED_TRIALS:
         chosen_otherwise = count - modelled
         return ConvergenceVerdict(
-            None,
-            f"not judged yet: {chosen_otherwise} of the {count} finished trials were warm-start points or the "
-            f"sampler's random start-up draws, and only {modelled} came from its model (at least "
+            still_improving=None,
+            message=f"not judged yet: {chosen_otherwise} of the {count} finished trials were warm-start points or "
+            f"the sampler's random start-up draws, and only {modelled} came from its model (at least "
             f"{MIN_MODELLED_TRIALS} are needed before convergence means anything); raise n_trials, e.g. to "
             f"{count + 2 * MIN_MODELLED_TRIALS} (`--n-trials {count + 2 * MIN_MODELLED_TRIALS}`): the same command "
             "resumes the study and runs only the missing trials",
-            count,
+            finished_trials=count,
         )
     recent = min(count - 1, max(MIN_RECENT_TRIALS, math.ceil(count * recent_fraction)))
     direction = study.direction
@@ -138,18 +138,18 @@ def convergence_verdict(
     )
     if best_now is None:
         return ConvergenceVerdict(
-            None, f"no completed trial with a finite value among {count} finished trials: nothing to judge", count
+            still_improving=None,
+            message=f"no completed trial with a finite value among {count} finished trials: nothing to judge",
+            finished_trials=count,
         )
     if best_before is None:
         return ConvergenceVerdict(
-            True,
-            f"still improving: the first completed trial with a finite {target_name} came in {where} "
+            still_improving=True,
+            message=f"still improving: the first completed trial with a finite {target_name} came in {where} "
             f"(best {best_now!r}); {advice}.",
-            count,
-            recent,
-            None,
-            best_now,
-            None,
+            finished_trials=count,
+            recent_trials=recent,
+            best_now=best_now,
         )
     improvement = _relative_improvement(best_before, best_now, direction)
     if improvement > min_relative_improvement:
@@ -170,7 +170,13 @@ def convergence_verdict(
             "unlikely to pay off."
         )
     return ConvergenceVerdict(
-        improvement > min_relative_improvement, message, count, recent, best_before, best_now, improvement
+        still_improving=improvement > min_relative_improvement,
+        message=message,
+        finished_trials=count,
+        recent_trials=recent,
+        best_before=best_before,
+        best_now=best_now,
+        relative_improvement=improvement,
     )
 
 
@@ -358,24 +364,6 @@ def write_report(
     return path
 
 
-def save_test_predictions(predictions: Any, references: Any, path: str | Path) -> Path:
-    """Save the test set's predicted and true scores as JSON, for rebuilding the report later."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {
-        "predictions": np.asarray(predictions, dtype=np.float64).reshape(-1).tolist(),
-        "references": np.asarray(references, dtype=np.float64).reshape(-1).tolist(),
-    }
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
-
-
-def load_test_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions, references) saved by `save_test_predictions`."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return np.asarray(data["predictions"], dtype=np.float64), np.asarray(data["references"], dtype=np.float64)
-
-
 def load_existing_study(storage: str, study_name: str) -> optuna.Study:
     """Load a study that must exist; otherwise raise StudyNotFoundError naming it and the studies there are.
 
@@ -422,10 +410,8 @@ __all__ = [
     "StudySummary",
     "convergence_verdict",
     "load_existing_study",
-    "load_test_predictions",
     "rebuild_report",
     "render_report",
-    "save_test_predictions",
     "summarize",
     "write_report",
 ]

@@ -14,7 +14,8 @@ import yaml
 from conftest import REPO, load_script
 from optuna.trial import TrialState
 
-from qrm_hf.report import convergence_verdict, render_report, save_test_predictions, summarize, write_report
+from qrm_hf.final_outputs import save_test_predictions
+from qrm_hf.report import convergence_verdict, render_report, summarize, write_report
 from qrm_hf.search_space import SearchSpace
 
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
