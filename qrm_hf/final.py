@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 from datasets import DatasetDict
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .card import write_model_card
 from .metrics import as_scores, choose_threshold, compute_metrics, score_metrics
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
-from .search import ModelFactory, base_training_arguments, make_collator
+from .search import RunBuilder, make_collator
 from .search_space import SearchSpace
 from .trainer import PerTrialEarlyStopping, QRMTrainer, best_epoch
 
@@ -83,21 +83,16 @@ def train_final(
 ) -> FinalResult:
     """Train `best_params` (over the space's fixed values) on all of train, keep the best dev epoch, choose the
     decision threshold on dev (`config.threshold_metric`), then score test once."""
-    values = {**space.fixed, **best_params}
     checkpoints = config.layout.final_checkpoints
-    args = base_training_arguments(
-        config,
-        space,
+    args, model = RunBuilder(config, space, encoder).build(
+        best_params,
         checkpoints,
         # Checkpoints only to reload the best epoch: the model alone, the latest and the best kept.
         save_strategy="epoch",
         save_only_model=True,
         save_total_limit=1,
         load_best_model_at_end=True,
-        **SearchSpace.training_arguments(values),
     )
-    set_seed(args.seed)
-    model = ModelFactory(encoder, space, args.max_length).build(values)
     callbacks = []
     if args.early_stopping_patience is not None:
         callbacks.append(PerTrialEarlyStopping(early_stopping_patience=args.early_stopping_patience))

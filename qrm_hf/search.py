@@ -21,7 +21,7 @@ from datasets import DatasetDict
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
-from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from .data import QueryCollator
 from .distributed import from_rank_zero
@@ -103,25 +103,53 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r}")
 
 
-class ModelFactory:
-    """Builds a trial's model: a copy of the pretrained encoder, loaded once, plus the trial's head."""
+class RunBuilder:
+    """The one place a point of the space becomes a training run: its TrainingArguments and its model.
 
-    def __init__(self, encoder: PreTrainedModel, space: SearchSpace, default_max_length: int, startup: int = 0) -> None:
-        self.encoder = encoder
+    The search's `model_init` and the final stage both build through it, so a trial and the final model
+    trained on its values get the same arguments and the same head (SetFit's `apply_hyperparameters`).
+
+    Example:
+        >>> builder = RunBuilder(config, space, encoder)  # doctest: +SKIP
+        >>> args, model = builder.build(best_params, "out")  # doctest: +SKIP
+    """
+
+    def __init__(self, config: RunConfig, space: SearchSpace, encoder: PreTrainedModel | None) -> None:
+        self.config = config
         self.space = space
-        self.default_max_length = default_max_length
+        self.encoder = encoder
+
+    def arguments(self, output_dir: Path, values: dict[str, Any] | None = None, **overrides: Any):
+        """TrainingArguments for `values` (the space's fixed values when None); `overrides` win."""
+        _, training = self.space.split({**self.space.fixed, **(values or {})})
+        return base_training_arguments(self.config, output_dir, **{**training, **overrides})
+
+    def model(self, values: dict[str, Any], args: QRMTrainingArguments) -> QueryRewardModel:
+        """A copy of the pretrained encoder (loaded once) with the head of `values`, built after the seed is set.
+        Its max_length is the point's, else the arguments' (`args.max_length`): the one the collator cuts to."""
+        set_seed(args.seed)
+        head, training = self.space.split({**self.space.fixed, **values})
+        max_length = int(training.get("max_length", args.max_length))
+        return QueryRewardModel.from_encoder(self.encoder, max_length=max_length, **head)
+
+    def build(self, values: dict[str, Any], output_dir: Path, **overrides: Any):
+        """(args, model) of one training run on the point `values`."""
+        args = self.arguments(output_dir, values, **overrides)
+        return args, self.model(values, args)
+
+
+class ModelFactory:
+    """`model_init` of the search: records how the trial's point was drawn, then builds its model."""
+
+    def __init__(self, builder: RunBuilder, args: QRMTrainingArguments, startup: int = 0) -> None:
+        self.builder = builder
+        self.args = args
         self.startup = startup
 
     def __call__(self, trial: optuna.Trial | None = None) -> QueryRewardModel:
         if isinstance(trial, optuna.Trial) and DRAWN_BY not in trial.user_attrs:
             trial.set_user_attr(DRAWN_BY, origin_at_start(trial, self.startup))
-        values = self.space.values(trial)
-        return self.build(values)
-
-    def build(self, values: dict[str, Any]) -> QueryRewardModel:
-        max_length = int(values.get("max_length", self.default_max_length))
-        head = SearchSpace.model_kwargs(values)
-        return QueryRewardModel.from_encoder(self.encoder, max_length=max_length, **head)
+        return self.builder.model(self.builder.space.values(trial), self.args)
 
 
 class TrialProgress(TrainerCallback):
@@ -201,12 +229,10 @@ class KeepBestTrialModel(TrainerCallback):
         return self.folder
 
 
-def base_training_arguments(
-    config: RunConfig, space: SearchSpace, output_dir: Path, **overrides: Any
-) -> QRMTrainingArguments:
-    """Arguments shared by every trial: evaluate each epoch, no checkpoints, fixed values of the space.
+def base_training_arguments(config: RunConfig, output_dir: Path, **overrides: Any) -> QRMTrainingArguments:
+    """Arguments of a run: evaluate each epoch, no checkpoints, the config's seed and tracker.
 
-    Later sources win: these defaults, the space's fixed values, the config's `training`, `overrides`.
+    Later sources win: these defaults, the config's `training`, `overrides` (a point's values, via RunBuilder).
     """
     defaults: dict[str, Any] = {
         "output_dir": str(output_dir),
@@ -222,7 +248,6 @@ def base_training_arguments(
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         "dataloader_pin_memory": torch.cuda.is_available(),
     }
-    defaults.update(SearchSpace.training_arguments(space.fixed))
     defaults.update(config.training)
     defaults.update(overrides)
     return QRMTrainingArguments(**defaults)
@@ -314,7 +339,8 @@ def run_search(
     rank 0 drives Optuna and the other ranks train the same trials.
     """
     # The arguments set up the distributed state (gloo on CPUs, NCCL on GPUs): build them first.
-    args = base_training_arguments(config, space, config.layout.trials)
+    builder = RunBuilder(config, space, encoder)
+    args = builder.arguments(config.layout.trials)
     main = args.process_index == 0
     storage = study = None
     missing = 0
@@ -330,8 +356,8 @@ def run_search(
         return study
 
     torch.set_float32_matmul_precision("high")
-    if encoder is None:
-        encoder = AutoModel.from_pretrained(config.model_path())
+    if builder.encoder is None:
+        builder.encoder = AutoModel.from_pretrained(config.model_path())
     collator = make_collator(tokenizer, args)
     callbacks: list[TrainerCallback] = []
     progress = TrialProgress(study, config.n_trials) if main else None
@@ -342,7 +368,7 @@ def run_search(
     if config.keep_best_trial_model and main:
         callbacks.append(KeepBestTrialModel(config.layout.best_trial_model, tokenizer))
     trainer = QRMTrainer(
-        model_init=ModelFactory(encoder, space, args.max_length, startup_trials(study.sampler) if main else 0),
+        model_init=ModelFactory(builder, args, startup_trials(study.sampler) if main else 0),
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["dev"],
@@ -364,7 +390,7 @@ def run_search(
         while from_rank_zero(wanted()):
             try:
                 trainer.hyperparameter_search(
-                    hp_space=lambda trial: SearchSpace.training_arguments(space.suggest(trial)),
+                    hp_space=lambda trial: space.split(space.suggest(trial))[1],
                     compute_objective=lambda metrics: metrics["eval_mse"],
                     n_trials=1,
                     direction="minimize",
@@ -399,6 +425,7 @@ def write_history(study: optuna.Study, space: SearchSpace, path: Path) -> StudyS
 __all__ = [
     "KeepBestTrialModel",
     "ModelFactory",
+    "RunBuilder",
     "SamplerOptionsError",
     "TrialProgress",
     "base_training_arguments",

@@ -212,6 +212,16 @@ class SearchSpace:
         return {**self.fixed, **searched}
 
     @staticmethod
+    def split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(model config values, TrainingArguments values under their field names) of a point of the space.
+
+        Example:
+            >>> SearchSpace.split({"dropout": 0.1, "batch_size": 32})
+            ({'dropout': 0.1}, {'per_device_train_batch_size': 32})
+        """
+        return SearchSpace.model_kwargs(values), SearchSpace.training_arguments(values)
+
+    @staticmethod
     def model_kwargs(values: dict[str, Any]) -> dict[str, Any]:
         return {name: value for name, value in values.items() if _target(name) == "model"}
 
