@@ -29,9 +29,10 @@ def template_text() -> str:
     return (importlib.resources.files("qrm_hf") / TEMPLATE_NAME).read_text(encoding="utf-8")
 
 
-def card_data(model_name: str, base_model: str | None, test_metrics: dict[str, Any]) -> ModelCardData:
-    """Hub metadata: license, base model, dataset, tags, pipeline tag and a model-index of test metrics."""
-    results = [
+def eval_results(test_metrics: dict[str, Any]) -> list[EvalResult]:
+    """The model-index entries: regression figures, and accuracy/F1 at 0.8 and at the dev-chosen threshold."""
+    threshold = test_metrics.get("decision_threshold", 0.8)
+    return [
         EvalResult(
             task_type="text-classification",
             task_name="Query wellformedness (regression)",
@@ -39,61 +40,98 @@ def card_data(model_name: str, base_model: str | None, test_metrics: dict[str, A
             dataset_name="Query wellformedness",
             dataset_split="test",
             metric_type=metric_type,
-            metric_name=label.format(threshold=test_metrics.get("decision_threshold", 0.8)),
+            metric_name=label.format(threshold=threshold),
             metric_value=test_metrics[name],
         )
         for name, (metric_type, label) in INDEXED_METRICS.items()
         if isinstance(test_metrics.get(name), (int, float))
     ]
-    return ModelCardData(
-        model_name=model_name,
-        license="cc-by-sa-4.0",
-        base_model=base_model,
-        datasets=[DATASET_ID],
-        language=["en"],
-        tags=["reward-model", "regression", "query-wellformedness", "qrm_hf"],
-        pipeline_tag="text-classification",
-        library_name="transformers",
-        eval_results=results or None,
+
+
+class QueryRewardCardData(ModelCardData):
+    """The card of a query reward model: Hub metadata (the README's YAML header: license, base model, dataset,
+    tags, a model-index of the test metrics) plus the run's facts that the template shows.
+
+    Example:
+        >>> data = QueryRewardCardData(model_name="m", test_metrics={"mse": 0.07}, n_trials=12)
+        >>> "model-index" in data.to_dict() and "n_trials" not in data.to_dict()
+        True
+    """
+
+    # Shown by the template, kept out of the YAML header.
+    RUN_FACTS = (
+        "repo_id",
+        "test_metrics",
+        "hyperparameters",
+        "best_value",
+        "n_trials",
+        "sampler",
+        "max_length",
+        "decision_threshold",
+        "threshold_metric",
+        "method",
     )
 
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        base_model: str | None = None,
+        repo_id: str = "",
+        test_metrics: dict[str, Any] | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        best_value: float | None = None,
+        n_trials: int = 0,
+        sampler: str = "tpe",
+        max_length: int = 128,
+        decision_threshold: float = 0.8,
+        threshold_metric: str = "accuracy",
+        method: str = "",
+    ) -> None:
+        test_metrics = dict(test_metrics or {})
+        super().__init__(
+            model_name=model_name,
+            license="cc-by-sa-4.0",
+            base_model=base_model,
+            datasets=[DATASET_ID],
+            language=["en"],
+            tags=["reward-model", "regression", "query-wellformedness", "qrm_hf"],
+            pipeline_tag="text-classification",
+            library_name="transformers",
+            eval_results=eval_results(test_metrics) or None,
+        )
+        self.repo_id = repo_id
+        self.test_metrics = test_metrics
+        self.hyperparameters = dict(hyperparameters or {})
+        self.best_value = best_value
+        self.n_trials = n_trials
+        self.sampler = sampler
+        self.max_length = max_length
+        self.decision_threshold = decision_threshold
+        self.threshold_metric = threshold_metric
+        self.method = method
 
-def write_model_card(
-    folder: Path,
-    *,
-    model_name: str,
-    base_model: str | None,
-    repo_id: str,
-    test_metrics: dict[str, Any],
-    hyperparameters: dict[str, Any],
-    best_value: float,
-    n_trials: int,
-    sampler: str,
-    max_length: int,
-    decision_threshold: float = 0.8,
-    threshold_metric: str = "accuracy",
-    method: str = "",
-) -> ModelCard:
+    def _to_dict(self, data_dict: dict[str, Any]) -> None:
+        super()._to_dict(data_dict)
+        for name in self.RUN_FACTS:
+            data_dict.pop(name, None)
+
+    def template_values(self) -> dict[str, Any]:
+        """What the template shows besides the header."""
+        values = {name: getattr(self, name) for name in self.RUN_FACTS}
+        values.update(
+            model_name=self.model_name,
+            base_model=self.base_model or "an encoder",
+            test_size=self.test_metrics.get("n", "the"),
+        )
+        return values
+
+
+def write_model_card(folder: Path, data: QueryRewardCardData) -> ModelCard:
     """Render the card into `folder/README.md` and return it."""
-    card = ModelCard.from_template(
-        card_data(model_name, base_model, test_metrics),
-        template_str=template_text(),
-        model_name=model_name,
-        base_model=base_model or "an encoder",
-        repo_id=repo_id,
-        test_metrics=test_metrics,
-        test_size=test_metrics.get("n", "the"),
-        hyperparameters=hyperparameters,
-        best_value=best_value,
-        n_trials=n_trials,
-        sampler=sampler,
-        max_length=max_length,
-        decision_threshold=decision_threshold,
-        threshold_metric=threshold_metric,
-        method=method,
-    )
+    card = ModelCard.from_template(data, template_str=template_text(), **data.template_values())
     card.save(folder / "README.md")
     return card
 
 
-__all__ = ["card_data", "template_text", "write_model_card"]
+__all__ = ["QueryRewardCardData", "eval_results", "template_text", "write_model_card"]

@@ -20,7 +20,7 @@ import numpy as np
 from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .card import write_model_card
+from .card import QueryRewardCardData, write_model_card
 from .metrics import as_scores, choose_threshold, compute_metrics, score_metrics
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
@@ -144,14 +144,11 @@ def save_reward_model(model: QueryRewardModel, tokenizer: PreTrainedTokenizerBas
 
 
 def save_final(
-    model: QueryRewardModel,
-    tokenizer: PreTrainedTokenizerBase,
-    folder: Path,
-    card_context: dict[str, Any],
+    model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path, card: QueryRewardCardData
 ) -> Path:
     """Save the final model (see `save_reward_model`) with its model card as README.md."""
     save_reward_model(model, tokenizer, folder)
-    write_model_card(folder, **card_context)
+    write_model_card(folder, card)
     return folder
 
 

@@ -14,6 +14,7 @@ from datasets import DatasetDict
 from optuna.trial import TrialState
 from transformers import AutoModel
 
+from .card import QueryRewardCardData
 from .data import load_splits, random_subset, tokenize_splits
 from .distributed import from_rank_zero
 from .field_values import check_training
@@ -102,7 +103,7 @@ def run_pipeline(config: RunConfig) -> RunResult:
         final_summary = describe_final(config, final, len(tokenized["train"]))
         layout.final_summary.write_text(json.dumps(final_summary, indent=2), encoding="utf-8")
         logger.info("test metrics: %s", final.test_metrics)
-        card = card_context(config, summary, final, final_summary, layout.final_model)
+        card = card_data(config, summary, final, final_summary, layout.final_model)
         save_final(final.model, tokenizer, layout.final_model, card)
         # After saving, so that a failing plot can never cost the trained model.
         predictions = (final.test.predicted, final.test.true)
@@ -135,27 +136,27 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> di
     }
 
 
-def card_context(
+def card_data(
     config: RunConfig, summary: StudySummary, final: FinalResult, final_summary: dict[str, Any], folder: Path
-) -> dict[str, Any]:
-    """What the model card template shows about this run."""
+) -> QueryRewardCardData:
+    """What the model card says about this run."""
     hyperparameters = {**summary.fixed_params, **summary.best_params}
     if final.best_epoch is not None:
         hyperparameters["epochs_trained"] = final.best_epoch
-    return {
-        "model_name": f"{config.model_slug}-query-reward",
-        "base_model": base_model_id(config),
-        "repo_id": config.push_to_hub or str(folder),
-        "test_metrics": final.test_metrics,
-        "hyperparameters": hyperparameters,
-        "best_value": summary.best_value,
-        "n_trials": summary.finished,
-        "sampler": config.sampler,
-        "max_length": final.model.config.max_length,
-        "decision_threshold": final.decision_threshold,
-        "threshold_metric": config.threshold_metric,
-        "method": final_summary["method"],
-    }
+    return QueryRewardCardData(
+        model_name=f"{config.model_slug}-query-reward",
+        base_model=base_model_id(config),
+        repo_id=config.push_to_hub or str(folder),
+        test_metrics=final.test_metrics,
+        hyperparameters=hyperparameters,
+        best_value=summary.best_value,
+        n_trials=summary.finished,
+        sampler=config.sampler,
+        max_length=final.model.config.max_length,
+        decision_threshold=final.decision_threshold,
+        threshold_metric=config.threshold_metric,
+        method=final_summary["method"],
+    )
 
 
 def base_model_id(config: RunConfig) -> str | None:
