@@ -2,7 +2,8 @@
 
 TRL calls each reward function as `reward(prompts=..., completions=..., completion_ids=..., **columns)` and
 logs it under its `__name__`. Completions are plain strings, or (conversational data) lists of messages whose
-last assistant message holds the generated text.
+last assistant message holds the generated text. The model runs in-process, or behind `qrm serve` when given
+its URL, so many trainer processes share one scorer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .client import QueryScorerClient
 from .scoring import QueryScorer
 
 RewardFunction = Callable[..., list[float]]
@@ -43,7 +45,7 @@ def completion_text(completion: Any) -> str:
 
 
 def make_reward_function(
-    scorer_or_path: QueryScorer | str | os.PathLike,
+    scorer_or_path: QueryScorer | QueryScorerClient | str | os.PathLike,
     *,
     name: str = "query_wellformedness",
     raw: bool = False,
@@ -51,27 +53,44 @@ def make_reward_function(
     revision: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
+    timeout: float = 60.0,
+    retries: int = 3,
 ) -> RewardFunction:
     """A reward function for TRL trainers that scores each completion's text with a query reward model.
 
-    `scorer_or_path` is a loaded [`QueryScorer`] (share one between trainers) or a folder / Hub id to load
-    (`revision`, `device`, `dtype` are then passed to `QueryScorer.from_pretrained`). Rewards are in [0, 1]
-    unless `raw`. The text is stripped first: generations often start with a space or end with a newline,
-    which a query does not. `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
+    `scorer_or_path` is a loaded [`QueryScorer`] (share one between trainers), a folder / Hub id to load
+    (`revision`, `device`, `dtype` are then passed to `QueryScorer.from_pretrained`), or the URL of a
+    `qrm serve` server (`http://host:port`; each call is one request with `timeout` seconds per attempt and
+    `retries` more attempts, see [`QueryScorerClient`]) or a client of one. Rewards are in [0, 1] unless `raw`.
+    The text is stripped first: generations often start with a space or end with a newline, which a query does
+    not. `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
 
     Example:
         >>> from trl import GRPOConfig, GRPOTrainer  # doctest: +SKIP
-        >>> reward = make_reward_function("runs/quickstart/final_model")  # doctest: +SKIP
+        >>> reward = make_reward_function("runs/quickstart/final_model")  # or a URL  # doctest: +SKIP
         >>> args = GRPOConfig(output_dir="runs/grpo")  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts)  # doctest: +SKIP
     """
-    if isinstance(scorer_or_path, QueryScorer):
+    remote = isinstance(scorer_or_path, str) and scorer_or_path.startswith(("http://", "https://"))
+    if remote or isinstance(scorer_or_path, QueryScorerClient):
+        given = {"batch_size": batch_size, "revision": revision, "device": device, "dtype": dtype}
+        local_only = [key for key, value in given.items() if value is not None]
+        if local_only:
+            raise ValueError(
+                f"{', '.join(local_only)} apply to a model loaded in this process, not to a server: "
+                "give them to `qrm serve` (e.g. --device, --dtype, --max-batch-size) instead"
+            )
+    if isinstance(scorer_or_path, (QueryScorer, QueryScorerClient)):
         scorer = scorer_or_path
+    elif remote:
+        scorer = QueryScorerClient(scorer_or_path, timeout=timeout, retries=retries)
     else:
         scorer = QueryScorer.from_pretrained(scorer_or_path, revision=revision, device=device, dtype=dtype)
 
     def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         texts = [completion_text(completion).strip() for completion in completions]
+        if isinstance(scorer, QueryScorerClient):
+            return scorer.score(texts, raw=raw)
         return scorer.score(texts, raw=raw, batch_size=batch_size, show_progress=False)
 
     reward.__name__ = reward.__qualname__ = name
