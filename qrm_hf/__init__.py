@@ -15,6 +15,7 @@ _EXPORTS = {
     "QueryRewardModel": "modeling_qrm",
     "QueryRewardOutput": "modeling_qrm",
     "QueryScorer": "scoring",
+    "QueryScorerClient": "client",
     "RunConfig": "run_config",
     "SearchSpace": "search_space",
     "make_reward_function": "rewards",

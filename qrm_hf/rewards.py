@@ -3,7 +3,8 @@
 TRL calls each reward function as `reward(prompts=..., completions=..., completion_ids=..., **columns)` and
 logs it under its `__name__`. Completions are plain strings, or (conversational data) lists of messages whose
 last assistant message holds the generated text. The function runs inside someone else's training loop, so no
-completion a policy writes can make it raise: what it cannot read is scored as empty, with a warning.
+completion a policy writes can make it raise: what it cannot read is scored as empty, with a warning. The model
+runs in-process, or behind `qrm serve` when given its URL, so many trainer processes share one scorer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .client import QueryScorerClient
 from .scoring import QueryScorer, _check_batch_size, normalize_query
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ def completion_text(completion: Any) -> str:
 
 
 def make_reward_function(
-    scorer_or_path: QueryScorer | str | os.PathLike,
+    scorer_or_path: QueryScorer | QueryScorerClient | str | os.PathLike,
     *,
     name: str = "query_wellformedness",
     raw: bool = False,
@@ -66,13 +68,17 @@ def make_reward_function(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     empty_score: float | None = 0.0,
+    timeout: float = 60.0,
+    retries: int = 3,
 ) -> RewardFunction:
     """A reward function for TRL trainers that scores each completion's text with a query reward model.
 
-    `scorer_or_path` is a loaded [`QueryScorer`] (share one between trainers) or a folder / Hub id to load
-    (`revision`, `device`, `dtype` are then passed to `QueryScorer.from_pretrained`). Rewards are in [0, 1]
-    unless `raw`. The text is stripped first: generations often start with a space or end with a newline,
-    which a query does not. `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
+    `scorer_or_path` is a loaded [`QueryScorer`] (share one between trainers), a folder / Hub id to load
+    (`revision`, `device`, `dtype` are then passed to `QueryScorer.from_pretrained`), or the URL of a
+    `qrm serve` server (`http://host:port`; each call is one request with `timeout` seconds per attempt and
+    `retries` more attempts, see [`QueryScorerClient`]) or a client of one. Rewards are in [0, 1] unless `raw`.
+    The text is stripped first: generations often start with a space or end with a newline, which a query does
+    not. `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
 
     An empty completion (nothing but whitespace, or a conversation whose assistant wrote no text) gets
     `empty_score` without running the model: the model's own score for the empty string is well above that of
@@ -82,7 +88,7 @@ def make_reward_function(
 
     Example:
         >>> from trl import GRPOConfig, GRPOTrainer  # doctest: +SKIP
-        >>> reward = make_reward_function("runs/quickstart/final_model")  # doctest: +SKIP
+        >>> reward = make_reward_function("runs/quickstart/final_model")  # or a URL  # doctest: +SKIP
         >>> args = GRPOConfig(output_dir="runs/grpo")  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts)  # doctest: +SKIP
     """
@@ -90,13 +96,29 @@ def make_reward_function(
         isinstance(empty_score, bool) or not isinstance(empty_score, (int, float)) or not math.isfinite(empty_score)
     ):
         raise ValueError(f"empty_score must be a finite number or None, got {empty_score!r}")
+    remote = isinstance(scorer_or_path, str) and scorer_or_path.startswith(("http://", "https://"))
+    if remote or isinstance(scorer_or_path, QueryScorerClient):
+        given = {"batch_size": batch_size, "revision": revision, "device": device, "dtype": dtype}
+        local_only = [key for key, value in given.items() if value is not None]
+        if local_only:
+            raise ValueError(
+                f"{', '.join(local_only)} apply to a model loaded in this process, not to a server: "
+                "give them to `qrm serve` (e.g. --device, --dtype, --max-batch-size) instead"
+            )
     if batch_size is not None:
         _check_batch_size(batch_size)
-    if isinstance(scorer_or_path, QueryScorer):
+    if isinstance(scorer_or_path, (QueryScorer, QueryScorerClient)):
         scorer = scorer_or_path
+    elif remote:
+        scorer = QueryScorerClient(scorer_or_path, timeout=timeout, retries=retries)
     else:
         scorer = QueryScorer.from_pretrained(scorer_or_path, revision=revision, device=device, dtype=dtype)
     warned: list[bool] = []
+
+    def score(texts: list[str]) -> list[float]:
+        if isinstance(scorer, QueryScorerClient):
+            return scorer.score(texts, raw=raw)
+        return scorer.score(texts, raw=raw, batch_size=batch_size, show_progress=False)
 
     def read(index: int, completion: Any) -> str:
         try:
@@ -119,14 +141,11 @@ def make_reward_function(
             raise TypeError(f"completions must be a list, one per generation, got {type(completions).__name__}")
         texts = [read(index, completion) for index, completion in enumerate(completions)]
         if empty_score is None:
-            return scorer.score(texts, raw=raw, batch_size=batch_size, show_progress=False)
+            return score(texts)
         written = [index for index, text in enumerate(texts) if text]
         scores = [float(empty_score)] * len(texts)
         if written:
-            values = scorer.score(
-                [texts[index] for index in written], raw=raw, batch_size=batch_size, show_progress=False
-            )
-            for index, value in zip(written, values, strict=True):
+            for index, value in zip(written, score([texts[index] for index in written]), strict=True):
                 scores[index] = value
         return scores
 

@@ -48,3 +48,13 @@ def test_quality_script_compares_plain_pipeline_and_best_trial(data_dir, tmp_pat
     record = json.loads(output.read_text())
     assert record["b"]["study"]["origins"]["warm start"] == 1
     assert 0.0 <= record["b_best_trial_model"]["decision_threshold"] <= 1.0
+
+
+@pytest.mark.slow
+def test_serve_script_compares_batching_with_one_request_per_batch(saved_model_dir, data_dir, capsys):
+    argv = ["--model", str(saved_model_dir), "--data", str(data_dir), "--clients", "1", "4", "--requests", "8"]
+    assert load("serve").main([*argv, "--repeats", "1", "--queries-per-request", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 4 |"))]
+    assert len(rows) == 4 and all(float(row.split("|")[3]) > 0 for row in rows)
+    assert "at 4 clients: micro-batching" in out

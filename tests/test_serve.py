@@ -1,0 +1,511 @@
+"""qrm serve: the micro-batcher in-process, then the real server as a subprocess on 127.0.0.1, as clients see it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from qrm_hf.client import QueryScorerClient, ScoringRequestError
+from qrm_hf.rewards import make_reward_function
+from qrm_hf.scoring import QueryScorer
+from qrm_hf.serve import MicroBatcher, ServeConfig
+
+REPO = Path(__file__).resolve().parents[1]
+QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
+# Of many lengths (a blank one, one far over max_length), so batches mix padding and truncation.
+POOL = [*QUERIES, "   ", "why " * 600, "what", "is the sky blue because of rayleigh scattering ?", "x y z", "a"]
+
+
+# The micro-batcher, in-process
+
+
+class Recorder:
+    """A scoring function that records each batch it is given; a query "r:7" scores 7.0."""
+
+    def __init__(self, seconds: float = 0.0, fail_on: str | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.seconds = seconds
+        self.fail_on = fail_on
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        self.batches.append(list(texts))
+        time.sleep(self.seconds)
+        if self.fail_on in texts:
+            raise RuntimeError(f"cannot score {self.fail_on!r}")
+        return [float(text.split(":")[1]) for text in texts]
+
+
+def requests_of(sizes: list[int]) -> list[list[str]]:
+    """Request r holds queries "r:100r", "r:100r+1", ...: each score says which request and place it is from."""
+    return [[f"{r}:{100 * r + i}" for i in range(size)] for r, size in enumerate(sizes)]
+
+
+def run_concurrently(batcher: MicroBatcher, requests: list[list[str]]) -> list:
+    async def main():
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.score(texts) for texts in requests), return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    return asyncio.run(main())
+
+
+def expected_scores(request: list[str]) -> list[float]:
+    return [float(text.split(":")[1]) for text in request]
+
+
+def test_concurrent_requests_are_merged_into_batches_of_at_most_max_batch_size():
+    recorder = Recorder()
+    requests = requests_of([5] * 12)
+
+    results = run_concurrently(MicroBatcher(recorder, max_batch_size=16, max_wait_ms=50), requests)
+
+    assert results == [expected_scores(request) for request in requests]
+    assert [len(batch) for batch in recorder.batches] == [16, 16, 16, 12]
+
+
+def test_a_large_request_is_split_and_comes_back_in_order():
+    recorder = Recorder()
+    [request] = requests_of([40])
+
+    [scores] = run_concurrently(MicroBatcher(recorder, max_batch_size=16, max_wait_ms=0), [request])
+
+    assert scores == expected_scores(request)
+    assert [len(batch) for batch in recorder.batches] == [16, 16, 8]
+
+
+def test_a_huge_request_does_not_hold_back_a_small_one_behind_it():
+    recorder = Recorder()
+    huge, small = requests_of([100, 3])
+
+    results = run_concurrently(MicroBatcher(recorder, max_batch_size=10, max_wait_ms=0), [huge, small])
+
+    assert results == [expected_scores(huge), expected_scores(small)]
+    # The huge request had one turn (10 queries), then the small one was scored in the second batch.
+    assert recorder.batches[0] == huge[:10]
+    assert recorder.batches[1][:3] == small
+
+
+def test_a_failing_batch_fails_only_its_own_requests():
+    recorder = Recorder(fail_on="0:0")
+    requests = requests_of([1, 2, 2])
+
+    results = run_concurrently(MicroBatcher(recorder, max_batch_size=1, max_wait_ms=0), requests)
+
+    assert isinstance(results[0], RuntimeError) and "cannot score '0:0'" in str(results[0])
+    assert results[1:] == [expected_scores(request) for request in requests[1:]]
+
+
+def test_a_lone_request_waits_max_wait_ms_for_company_then_is_scored():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch_size=64, max_wait_ms=100)
+        batcher.start()
+        start = time.perf_counter()
+        scores = await batcher.score(["0:1", "0:2"])
+        await batcher.close()
+        return scores, time.perf_counter() - start
+
+    scores, seconds = asyncio.run(main())
+
+    assert scores == [1.0, 2.0] and recorder.batches == [["0:1", "0:2"]]
+    assert 0.09 <= seconds < 5
+
+
+def test_the_event_loop_keeps_running_while_the_model_computes():
+    async def main():
+        batcher = MicroBatcher(Recorder(seconds=0.5), max_batch_size=4, max_wait_ms=0)
+        batcher.start()
+        scoring = asyncio.ensure_future(batcher.score(["0:1"]))
+        ticks = 0
+        while not scoring.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        await batcher.close()
+        return ticks
+
+    assert asyncio.run(main()) >= 10
+
+
+def test_empty_request_needs_no_batch():
+    recorder = Recorder()
+
+    assert run_concurrently(MicroBatcher(recorder, max_batch_size=4, max_wait_ms=0), [[]]) == [[]]
+    assert recorder.batches == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_batch_size": 0}, r"max_batch_size \(--max-batch-size\) must be >= 1, got 0"),
+        ({"max_wait_ms": -1}, r"max_wait_ms \(--max-wait-ms\) must be a finite number >= 0, got -1"),
+        ({"max_queries_per_request": 0}, r"max_queries_per_request \(--max-queries-per-request\) must be >= 1"),
+        ({"max_body_bytes": 0}, r"max_body_bytes \(--max-body-bytes\) must be >= 1"),
+        ({"port": 70000}, r"port \(--port\) must be in 0..65535, got 70000"),
+        ({"dtype": "fp16"}, r"dtype \(--dtype\) must be one of float32, bfloat16, float16, got 'fp16'"),
+        ({"model": ""}, r"model \(--model\) is required"),
+    ],
+)
+def test_serve_config_names_the_bad_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        ServeConfig(**{"model": "runs/final_model", **values})
+
+
+# The command line
+
+
+def test_help_imports_neither_torch_nor_fastapi():
+    code = (
+        "import sys; from qrm_hf.commands import serve; serve.make_parser().format_help(); "
+        "print(sorted(name for name in ('torch', 'transformers', 'fastapi', 'uvicorn') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_script_alias_runs_the_command():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "serve.py"), "--help"], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "usage: qrm serve" in result.stdout and "--max-queries-per-request" in result.stdout
+
+
+def test_qrm_dispatches_to_serve(capsys):
+    from qrm_hf.commands import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--max-batch-size" in out and "--max-wait-ms" in out and "(default: 127.0.0.1)" in out
+
+
+def test_bad_flag_is_a_usage_error_naming_it(saved_model_dir, capsys):
+    from qrm_hf.commands.serve import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(saved_model_dir), "--max-batch-size", "0"])
+
+    assert exit_info.value.code == 2
+    assert "max_batch_size (--max-batch-size) must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_model_that_is_not_a_reward_model_exits_2_before_listening(tiny_encoder_dir, capsys):
+    from qrm_hf.commands.serve import main
+
+    assert main(["--model", str(tiny_encoder_dir), "--port", str(free_port())]) == 2
+    assert "model_type 'modernbert', expected 'query_reward'" in capsys.readouterr().err
+
+
+# The real server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http(method: str, url: str, payload=None, body: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
+    """(status, decoded JSON answer) of one request; `body` sends those bytes as they are instead of `payload`."""
+    if body is None and payload is not None:
+        body = json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@contextlib.contextmanager
+def running_server(model_dir: Path, log: Path, *flags: str):
+    """`python -m qrm_hf.commands.serve` on a free port of 127.0.0.1, yielded once /health answers 200."""
+    port = free_port()
+    command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(model_dir), "--port", str(port)]
+    command += ["--device", "cpu", "--log-level", "warning", *flags]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
+            with contextlib.suppress(OSError):
+                if http("GET", url + "/health", timeout=5)[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after 180 s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def scorer(saved_model_dir) -> QueryScorer:
+    return QueryScorer.from_pretrained(saved_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(saved_model_dir, tmp_path_factory) -> str:
+    """The URL of a server with small batches and limits, shared by the module's HTTP tests."""
+    flags = ["--max-batch-size", "8", "--max-wait-ms", "20", "--max-queries-per-request", "50"]
+    flags += ["--max-body-bytes", "20000"]
+    with running_server(saved_model_dir, tmp_path_factory.mktemp("serve") / "server.log", *flags) as (url, _):
+        yield url
+
+
+@pytest.mark.slow
+def test_score_matches_the_scorer_in_process(server, scorer, saved_model_dir):
+    status, answer = http("POST", server + "/score", {"queries": POOL})
+
+    assert status == 200
+    assert answer["scores"] == pytest.approx(scorer.score(POOL), abs=1e-6)
+    assert answer["model"] == str(saved_model_dir)
+    assert answer["decision_threshold"] == scorer.decision_threshold
+
+    raw = http("POST", server + "/score", {"queries": POOL, "raw": True})[1]["scores"]
+    assert raw == pytest.approx(scorer.score(POOL, raw=True), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_empty_list_gives_empty_scores(server):
+    status, answer = http("POST", server + "/score", {"queries": []})
+
+    assert status == 200 and answer["scores"] == []
+    assert http("POST", server + "/get_reward", {"query": []}) == (200, {"rewards": []})
+
+
+@pytest.mark.slow
+def test_get_reward_answers_openrlhf_without_the_prompt(server, scorer):
+    prompts = [f"<|user|>write a search query about topic {i}<|assistant|>" for i in range(len(QUERIES))]
+    body = {
+        "query": [p + " " + q + "\n" for p, q in zip(prompts, QUERIES, strict=True)],
+        "prompts": prompts,
+        "labels": ["x"] * 4,
+    }
+
+    status, answer = http("POST", server + "/get_reward", body)
+
+    assert status == 200
+    assert answer["rewards"] == pytest.approx(scorer.score(QUERIES), abs=1e-6)
+    # Without prompts, each query is scored as sent.
+    whole = http("POST", server + "/get_reward", {"query": body["query"]})[1]["rewards"]
+    assert whole == pytest.approx(scorer.score(body["query"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_health_and_info_describe_the_served_model(server, scorer, saved_model_dir):
+    assert http("GET", server + "/health") == (200, {"status": "ok"})
+
+    status, info = http("GET", server + "/info")
+
+    assert status == 200
+    assert info["model"] == str(saved_model_dir) and info["revision"] is None
+    assert info["max_length"] == scorer.max_length
+    assert (info["device"], info["dtype"]) == ("cpu", "float32")
+    assert info["max_batch_size"] == 8 and info["max_wait_ms"] == 20
+    assert info["qrm_hf_version"]
+
+
+BAD_REQUESTS = [
+    ("/score", b'{"queries": ["owls",', 400, "request body is not valid JSON: Expecting value"),
+    ("/score", b"\xff\xfe", 400, "request body is not valid JSON: not UTF-8 text"),
+    ("/score", b'["owls"]', 422, "request body must be a JSON object, got array"),
+    ("/score", b"{}", 422, "missing field 'queries'"),
+    ("/score", b'{"queries": "owls"}', 422, "'queries' must be a list of strings, got string"),
+    ("/score", b'{"queries": ["owls", 7]}', 422, "queries[1] is number, not a string: 7"),
+    ("/score", b'{"queries": ["owls", "a", null]}', 422, "queries[2] is null, not a string"),
+    ("/score", b'{"queries": ["owls"], "raw": "yes"}', 422, "'raw' must be true or false, got string"),
+    ("/score", json.dumps({"queries": ["owls"] * 51}).encode(), 413, "'queries' has 51 items; this server accepts"),
+    ("/score", json.dumps({"queries": ["owls " * 1000] * 5}).encode(), 413, "at most 20000 bytes per request body"),
+    ("/get_reward", b'{"prompts": ["p"]}', 422, "missing field 'query'"),
+    ("/get_reward", b'{"query": [["owls"]]}', 422, "query[0] is array, not a string"),
+    ("/get_reward", b'{"query": ["a", "b"], "prompts": ["p"]}', 422, "'prompts' has 1 items but 'query' has 2"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path", "body", "status", "message"), BAD_REQUESTS)
+def test_bad_request_gets_a_clear_error(server, path, body, status, message):
+    answer = http("POST", server + path, body=body)
+
+    assert answer[0] == status
+    assert message in answer[1]["detail"]
+
+
+@pytest.mark.slow
+def test_32_concurrent_clients_each_get_their_own_scores_in_order(server, scorer):
+    expected = dict(zip(POOL, scorer.score(POOL), strict=True))
+    before = http("GET", server + "/info")[1]
+
+    def client(number: int) -> list[tuple[list[str], list[float]]]:
+        answers = []
+        for round_ in range(2):
+            # Each client its own order and size (1 to 12 queries: some split over batches of 8).
+            queries = [POOL[(number + round_ + i * 7) % len(POOL)] for i in range(1 + (number * 5 + round_) % 12)]
+            if number % 4 == 0:  # bad requests mixed in must not disturb anyone's answer
+                assert http("POST", server + "/score", body=b'{"queries": [1]}')[0] == 422
+            status, answer = http("POST", server + "/score", {"queries": queries})
+            assert status == 200
+            answers.append((queries, answer["scores"]))
+        return answers
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = [answer for answers in pool.map(client, range(32)) for answer in answers]
+
+    for queries, scores in results:
+        assert scores == pytest.approx([expected[query] for query in queries], abs=1e-6)
+    after = http("GET", server + "/info")[1]
+    assert after["queries"] - before["queries"] == sum(len(queries) for queries, _ in results)
+    unmerged = sum(math.ceil(len(queries) / 8) for queries, _ in results)  # batches if each request went alone
+    assert after["batches"] - before["batches"] < unmerged
+    assert after["queued"] == 0
+
+
+@pytest.mark.slow
+def test_client_and_remote_reward_function_match_the_scorer(server, scorer):
+    client = QueryScorerClient(server)
+
+    assert client.score(QUERIES) == pytest.approx(scorer.score(QUERIES), abs=1e-6)
+    assert client.score(QUERIES, raw=True) == pytest.approx(scorer.score(QUERIES, raw=True), abs=1e-6)
+    assert client.classify(QUERIES) == scorer.classify(QUERIES)
+    assert client.classify(QUERIES, threshold=0.0) == [True] * 4
+    assert client.score([]) == []
+
+    reward = make_reward_function(server + "/")
+    completions = [f" {QUERIES[0]}\n", [{"role": "assistant", "content": QUERIES[1]}]]
+    assert reward.__name__ == "query_wellformedness"
+    assert reward(prompts=["p", "p"], completions=completions, completion_ids=[[1], [2]]) == pytest.approx(
+        scorer.score(QUERIES[:2]), abs=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_client_errors_name_the_problem(server):
+    with pytest.raises(ScoringRequestError, match=r"HTTP 422: queries\[1\] is number, not a string") as error:
+        QueryScorerClient(server).score(["owls", 7])
+    assert error.value.status == 422
+    with pytest.raises(ScoringRequestError, match="HTTP 413: 'queries' has 51 items"):
+        QueryScorerClient(server).score(["owls"] * 51)
+    with pytest.raises(TypeError, match="not a single string"):
+        QueryScorerClient(server).score("owls")
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectionError, match=rf"POST {dead}/score failed after 2 attempts: .*refused"):
+        QueryScorerClient(dead, retries=1, backoff=0).score(["owls"])
+    with pytest.raises(ValueError, match="apply to a model loaded in this process"):
+        make_reward_function(server, device="cpu")
+
+
+@pytest.mark.slow
+def test_server_still_answers_after_bad_requests(server, scorer):
+    for path, body, _, _ in BAD_REQUESTS:
+        http("POST", server + path, body=body)
+
+    assert http("POST", server + "/score", {"queries": QUERIES})[1]["scores"] == pytest.approx(
+        scorer.score(QUERIES), abs=1e-6
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(saved_model_dir, scorer, tmp_path):
+    log = tmp_path / "server.log"
+    # A long wait keeps the request in the batcher's queue while the signal arrives.
+    with running_server(saved_model_dir, log, "--max-wait-ms", "3000") as (url, process):
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            in_flight = pool.submit(http, "POST", url + "/score", {"queries": QUERIES})
+            deadline = time.monotonic() + 30
+            while http("GET", url + "/info")[1]["queued"] == 0:
+                assert time.monotonic() < deadline, "the request never reached the queue"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            status, answer = in_flight.result(timeout=60)
+        assert process.wait(timeout=60) == 0, log.read_text()
+
+    assert status == 200
+    assert answer["scores"] == pytest.approx(scorer.score(QUERIES), abs=1e-6)
+    assert "Traceback" not in log.read_text()
+    with pytest.raises(OSError):
+        http("GET", url + "/health", timeout=5)
+
+
+@pytest.mark.slow
+def test_model_that_fails_to_load_stops_the_server_with_status_1(saved_model_dir, tmp_path):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(saved_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(broken), "--port", str(free_port())]
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+    assert result.returncode == 1
+    assert f"cannot load model {broken}" in result.stderr
+
+
+def test_health_is_503_until_the_model_is_loaded_and_the_client_retries_through_it(saved_model_dir):
+    import uvicorn
+
+    from qrm_hf.serve import create_app
+
+    release = threading.Event()
+
+    def load_slowly() -> QueryScorer:
+        release.wait(timeout=60)
+        return QueryScorer.from_pretrained(saved_model_dir, device="cpu")
+
+    port = free_port()
+    config = ServeConfig(model=str(saved_model_dir), port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(config, load_scorer=load_slowly), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        assert http("GET", url + "/health") == (
+            503,
+            {"status": "loading", "detail": f"loading model {saved_model_dir}"},
+        )
+        assert http("POST", url + "/score", {"queries": ["owls"]})[0] == 503
+
+        threading.Timer(0.3, release.set).start()
+        scores = QueryScorerClient(url, retries=5, backoff=0.2).score(["owls"])
+
+        assert len(scores) == 1 and 0.0 <= scores[0] <= 1.0
+        assert http("GET", url + "/health") == (200, {"status": "ok"})
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(timeout=30)
