@@ -9,7 +9,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,13 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import REPO, free_port
 
 from qrm_hf.client import QueryScorerClient, ScoringRequestError
 from qrm_hf.rewards import make_reward_function
 from qrm_hf.scoring import QueryScorer
 from qrm_hf.serve import MicroBatcher, ServeConfig
 
-REPO = Path(__file__).resolve().parents[1]
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
 # Of many lengths (a blank one, one far over max_length), so batches mix padding and truncation.
 POOL = [*QUERIES, "   ", "why " * 600, "what", "is the sky blue because of rayleigh scattering ?", "x y z", "a"]
@@ -172,9 +171,10 @@ def test_serve_config_names_the_bad_field(values, message):
 # The command line
 
 
-def test_help_imports_neither_torch_nor_fastapi():
+def test_help_and_the_client_import_neither_torch_nor_fastapi():
     code = (
         "import sys; from qrm_hf.commands import serve; serve.make_parser().format_help(); "
+        "from qrm_hf import QueryScorerClient; "
         "print(sorted(name for name in ('torch', 'transformers', 'fastapi', 'uvicorn') if name in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -221,12 +221,6 @@ def test_model_that_is_not_a_reward_model_exits_2_before_listening(tiny_encoder_
 
 
 # The real server
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http(method: str, url: str, payload=None, body: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
