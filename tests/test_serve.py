@@ -172,9 +172,10 @@ def test_serve_config_names_the_bad_field(values, message):
 # The command line
 
 
-def test_help_imports_neither_torch_nor_fastapi():
+def test_help_and_the_client_import_neither_torch_nor_fastapi():
     code = (
         "import sys; from qrm_hf.commands import serve; serve.make_parser().format_help(); "
+        "from qrm_hf import QueryScorerClient; "
         "print(sorted(name for name in ('torch', 'transformers', 'fastapi', 'uvicorn') if name in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
