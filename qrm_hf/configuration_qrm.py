@@ -39,10 +39,11 @@ class QueryRewardConfig(PretrainedConfig):
         use_layer_norm (`bool`): LayerNorm between each Linear and its activation.
         pooling (`str`): `cls` (first token) or `mean` (mean over non-padding tokens).
         max_length (`int`): the longest input, in tokens, the model was trained with.
-        encoder_dropout (`float`, *optional*): sets every dropout probability of the encoder's config
-            (`hidden_dropout_prob` and `attention_probs_dropout_prob` of BERT/MiniLM, `embedding_dropout`,
+        encoder_dropout (`float`, *optional*, defaults to 0): sets every dropout probability of the encoder's
+            config (`hidden_dropout_prob` and `attention_probs_dropout_prob` of BERT/MiniLM, `embedding_dropout`,
             `mlp_dropout` and `attention_dropout` of ModernBERT, ...); `None` keeps the encoder's own values.
-            Encoder dropout feeding a nonlinear head shifts the eval-mode output away from the label mean.
+            Encoder dropout shifts the eval-mode output away from the label mean: MiniLM's 0.1 put a plain
+            fine-tune's test predictions +0.088 above the labels (results/BENCHMARKS.md, benchmark 8).
         loss (`str`): `mse` (the head's output is the score) or `bce` (binary cross-entropy on the soft labels;
             the score is the sigmoid of the head's output, so it lies in [0, 1] by construction).
         decision_threshold (`float`): a score at or above it means well-formed (`QueryScorer.classify`); a run
@@ -68,7 +69,7 @@ class QueryRewardConfig(PretrainedConfig):
     use_layer_norm: bool = True
     pooling: str = "cls"
     max_length: int = 128
-    encoder_dropout: float | None = None
+    encoder_dropout: float | None = 0.0
     loss: str = "mse"
     decision_threshold: float = PAPER_THRESHOLD
 

@@ -12,6 +12,7 @@ DEFAULT_DATA = str(Path(__file__).resolve().parents[2].parent / "shared" / "data
 # every other knob at its transformers default (encoder dropout as the encoder ships it, no warmup or decay).
 PLAIN_FINETUNE: dict[str, Any] = {
     "pooling": "mean",
+    "encoder_dropout": None,  # as the encoder ships it (MiniLM: 0.1)
     "num_hidden_layers": 0,
     "dropout": 0.1,
     "loss": "mse",
