@@ -456,10 +456,26 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(saved_model_dir, sco
 
 
 @pytest.mark.slow
-def test_model_that_fails_to_load_stops_the_server_with_status_1(saved_model_dir, tmp_path):
+def test_corrupt_weights_are_refused_before_the_server_listens(saved_model_dir, tmp_path):
     broken = tmp_path / "broken-model"
     shutil.copytree(saved_model_dir, broken)
     (broken / "model.safetensors").write_bytes(b"not weights")
+    command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(broken), "--port", str(free_port())]
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+    assert result.returncode == 2
+    assert "model.safetensors" in result.stderr and "save or download the model again" in result.stderr
+
+
+def test_model_that_fails_to_load_stops_the_server_with_status_1(saved_model_dir, tmp_path):
+    """A folder that passes the checks but cannot be built (a head setting this version does not know)."""
+    import json
+
+    broken = tmp_path / "unbuildable-model"
+    shutil.copytree(saved_model_dir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "pooling": "max"}))
     command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(broken), "--port", str(free_port())]
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
