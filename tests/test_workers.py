@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from conftest import REPO
 from optuna.trial import TrialState
 
@@ -114,7 +115,11 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path, run_config_file):
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, run_config_file):
     storage = f"sqlite:///{tmp_path}/study.db"
-    config = run_config_file(n_trials=2, storage=storage, study_name="interrupted", max_train_samples=1500)
+    # Trials long enough (8 epochs, seconds each) that Ctrl-C lands inside one, not after the search.
+    space = {**yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())["search_space"], "num_epochs": 8}
+    config = run_config_file(
+        n_trials=2, storage=storage, study_name="interrupted", max_train_samples=1500, search_space=space
+    )
     first = worker(config, "--search-only")
     assert running_trial(storage, "interrupted"), "no trial started"
     first.send_signal(signal.SIGINT)
