@@ -70,6 +70,7 @@ class QueryRewardCardData(ModelCardData):
         "decision_threshold",
         "threshold_metric",
         "method",
+        "probe",
     )
 
     def __init__(
@@ -87,6 +88,7 @@ class QueryRewardCardData(ModelCardData):
         decision_threshold: float = 0.8,
         threshold_metric: str = "accuracy",
         method: str = "",
+        probe: str = "",
     ) -> None:
         test_metrics = dict(test_metrics or {})
         super().__init__(
@@ -110,6 +112,7 @@ class QueryRewardCardData(ModelCardData):
         self.decision_threshold = decision_threshold
         self.threshold_metric = threshold_metric
         self.method = method
+        self.probe = probe
 
     def _to_dict(self, data_dict: dict[str, Any]) -> None:
         super()._to_dict(data_dict)

@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from .reward_rule import RewardRule
+
 # Worth another try: the server is loading its model (503), failed a batch (500), or a proxy in between (502, 504).
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
@@ -60,6 +62,17 @@ class QueryScorerClient:
         response = self.request("POST", "/score", {"queries": list(queries), "raw": raw})
         self.decision_threshold = response["decision_threshold"]
         return response["scores"]
+
+    def rewards(self, texts: Iterable[str], rule: RewardRule | None = None, raw: bool = False) -> list[float]:
+        """The reward of each text under `rule` (default: `RewardRule()`), computed by the server with the same
+        code as the in-process reward function: empty text, length and repetition guards."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a list of strings, not a single string: wrap one text as [text]")
+        rule = rule or RewardRule()
+        payload = {"queries": list(texts), "raw": raw, "reward_rule": rule.to_dict()}
+        response = self.request("POST", "/score", payload)
+        self.decision_threshold = response["decision_threshold"]
+        return response["rewards"]
 
     def classify(self, queries: Iterable[str], threshold: float | None = None) -> list[bool]:
         """Whether each query is well-formed: its score at or above `threshold` (default: the served model's

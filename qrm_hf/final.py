@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
 from .search import RunBuilder, make_collator
 from .search_space import SearchSpace
+from .soup import Ingredient, greedy_soup, soup_key
 from .trainer import PerTrialEarlyStopping, QRMTrainer, best_epoch
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,12 @@ class FinalResult:
     train_offset: float
     dev_metrics: dict[str, float]
     test_metrics: dict[str, float]
+    candidates: tuple[CandidateRecord, ...] = ()
+
+    @property
+    def soup(self) -> tuple[str, ...]:
+        """The candidates averaged into the shipped model (one label: no soup)."""
+        return tuple(record.label for record in self.candidates if record.in_model)
 
     @property
     def offset_flagged(self) -> bool:
@@ -73,25 +81,72 @@ def predictions_of(trainer: QRMTrainer, dataset: Any) -> Predictions:
     return Predictions(as_scores(output.predictions), as_scores(output.label_ids, "labels"))
 
 
-def train_final(
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration the final stage trains on all of train: a completed trial's values and its search value."""
+
+    params: dict[str, Any]
+    trial: int | None = None
+    search_value: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"trial {self.trial}" if self.trial is not None else "the given values"
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """What the final stage learned about one candidate: its dev MSE on all of train, and whether it is in the
+    shipped model (final_model.json, the report)."""
+
+    label: str
+    trial: int | None
+    search_value: float | None
+    dev_mse: float
+    best_epoch: float | None
+    epochs_run: float
+    in_model: bool
+
+
+def soup_candidates(completed: Sequence[Any], space: SearchSpace, size: int) -> list[Candidate]:
+    """The best `size` completed trials (FrozenTrials) that can be averaged with the best one (same `soup_key`),
+    best first."""
+    ranked = sorted((trial for trial in completed if trial.value is not None), key=lambda trial: trial.value)
+    if not ranked:
+        return []
+
+    def key(trial: Any) -> tuple:
+        model_values, training = space.split({**space.fixed, **trial.params})
+        return soup_key(model_values, training.get("max_length"))
+
+    wanted = key(ranked[0])
+    same = [trial for trial in ranked if key(trial) == wanted][:size]
+    return [Candidate(dict(trial.params), trial.number, trial.value) for trial in same]
+
+
+def fit_candidate(
     config: RunConfig,
     space: SearchSpace,
-    best_params: dict[str, Any],
+    params: dict[str, Any],
     tokenized: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     encoder: PreTrainedModel,
-) -> FinalResult:
-    """Train `best_params` (over the space's fixed values) on all of train, keep the best dev epoch, choose the
-    decision threshold on dev (`config.threshold_metric`), then score test once."""
+) -> QRMTrainer:
+    """Train `params` on all of train and reload its best dev epoch; returns the trainer holding that model.
+
+    With `config.final_max_epochs` the run may train that many epochs, its schedule (warmup, decay) laid out
+    over all of them; early stopping on dev ends it sooner when dev stops improving."""
     checkpoints = config.layout.final_checkpoints
+    epochs = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
     args, model = RunBuilder(config, space, encoder).build(
-        best_params,
+        params,
         checkpoints,
         # Checkpoints only to reload the best epoch: the model alone, the latest and the best kept.
         save_strategy="epoch",
         save_only_model=True,
         save_total_limit=1,
         load_best_model_at_end=True,
+        **epochs,
     )
     callbacks = []
     if args.early_stopping_patience is not None:
@@ -109,6 +164,53 @@ def train_final(
     trainer.train()
     if trainer.is_world_process_zero():
         shutil.rmtree(checkpoints, ignore_errors=True)
+    return trainer
+
+
+def _mse(predictions: Predictions) -> float:
+    return float(np.mean((predictions.predicted - predictions.true) ** 2))
+
+
+def train_final(
+    config: RunConfig,
+    space: SearchSpace,
+    candidates: dict[str, Any] | Sequence[Candidate],
+    tokenized: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: PreTrainedModel,
+) -> FinalResult:
+    """Train each candidate (over the space's fixed values) on all of train and keep its best dev epoch; with
+    more than one, combine them into a greedy soup chosen on dev (`qrm_hf.soup`). Then choose the decision
+    threshold on dev (`config.threshold_metric`) and score test once. `candidates` may be one point's values."""
+    if isinstance(candidates, dict):
+        candidates = [Candidate(candidates)]
+    if not candidates:
+        raise ValueError("the final stage needs at least one candidate configuration")
+    trainer = None
+    ingredients, records = [], {}
+    for index, candidate in enumerate(candidates):
+        if len(candidates) > 1:
+            logger.info("final stage: candidate %d of %d (%s)", index + 1, len(candidates), candidate.label)
+        fitted = fit_candidate(config, space, candidate.params, tokenized, tokenizer, encoder)
+        dev = predictions_of(fitted, tokenized["dev"])
+        records[candidate.label] = (candidate, _mse(dev), best_epoch(fitted.state.log_history), fitted.state.epoch)
+        if len(candidates) > 1:
+            weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in fitted.model.state_dict().items()}
+            ingredients.append(Ingredient(candidate.label, weights, _mse(dev)))
+        if trainer is None:
+            trainer = fitted
+    chosen = (candidates[0].label,)
+    if len(ingredients) > 1:
+        model = trainer.model
+
+        def dev_mse_of(weights: dict[str, Any]) -> float:
+            model.load_state_dict(weights)
+            return _mse(predictions_of(trainer, tokenized["dev"]))
+
+        soup = greedy_soup(ingredients, dev_mse_of)
+        model.load_state_dict(soup.weights)
+        chosen = soup.labels
+        logger.info("final stage: soup of %s, dev MSE %.5f", ", ".join(chosen), soup.dev_mse)
     dev = predictions_of(trainer, tokenized["dev"])
     threshold = choose_threshold(dev.predicted, dev.true, config.threshold_metric)
     trainer.model.config.decision_threshold = threshold
@@ -122,15 +224,28 @@ def train_final(
             OFFSET_TOLERANCE,
         )
     test = predictions_of(trainer, tokenized["test"])
+    candidate_records = tuple(
+        CandidateRecord(
+            label=label,
+            trial=candidate.trial,
+            search_value=candidate.search_value,
+            dev_mse=dev_mse,
+            best_epoch=epoch,
+            epochs_run=round(float(epochs_run or 0.0), 4),
+            in_model=label in chosen,
+        )
+        for label, (candidate, dev_mse, epoch, epochs_run) in records.items()
+    )
     return FinalResult(
         model=trainer.model,
-        best_epoch=best_epoch(trainer.state.log_history),
+        best_epoch=records[chosen[0]][2],
         decision_threshold=threshold,
         dev=dev,
         test=test,
         train_offset=train_offset,
         dev_metrics=score_metrics(dev.predicted, dev.true, threshold),
         test_metrics=score_metrics(test.predicted, test.true, threshold),
+        candidates=candidate_records,
     )
 
 
@@ -183,11 +298,15 @@ def push_folder(
 
 __all__ = [
     "OFFSET_TOLERANCE",
+    "Candidate",
+    "CandidateRecord",
     "FinalResult",
     "Predictions",
+    "fit_candidate",
     "push_folder",
     "save_final",
     "save_reward_model",
+    "soup_candidates",
     "train_final",
     "write_test_metrics",
 ]

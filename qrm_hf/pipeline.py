@@ -18,11 +18,13 @@ from .card import QueryRewardCardData
 from .data import load_splits, random_subset, tokenize_splits
 from .distributed import from_rank_zero
 from .field_values import check_training
-from .final import FinalResult, push_folder, save_final, train_final, write_test_metrics
+from .final import FinalResult, push_folder, save_final, soup_candidates, train_final, write_test_metrics
 from .final_outputs import save_test_predictions
 from .model_files import TOKENIZER_CHECK_QUERIES, check_encoder, check_tokenizer, load_tokenizer
+from .probe import format_probe, probe_scorer
 from .report import write_report
 from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, ConfigError, RunConfig
+from .scoring import QueryScorer
 from .search import make_sampler, run_search, write_history
 from .search_space import SearchSpace
 from .training_args import QRMTrainingArguments
@@ -31,8 +33,8 @@ from .trials import StudySummary
 logger = logging.getLogger(__name__)
 
 FINAL_MODEL_METHOD = (
-    "the best trial's values trained on all {train_rows} training rows, the epoch with the lowest dev MSE kept "
-    "(epoch {best_epoch}), the decision threshold chosen on dev ({threshold_metric}), test scored once"
+    "the best trial's values trained on all {train_rows} training rows{epochs}, the epoch with the lowest dev MSE "
+    "kept (epoch {best_epoch}){soup}, the decision threshold chosen on dev ({threshold_metric}), test scored once"
 )
 
 
@@ -96,19 +98,24 @@ def run_pipeline(config: RunConfig) -> RunResult:
         summary = write_history(study, space, config.layout.history)
     summary = from_rank_zero(summary)
 
-    final = train_final(config, space, summary.best_params, tokenized, tokenizer, encoder)
+    candidates = soup_candidates(summary.completed, space, config.soup_size)
+    final = train_final(config, space, candidates, tokenized, tokenizer, encoder)
     layout = config.layout
     if state.is_main_process:
         write_test_metrics(final.test_metrics, layout.test_metrics)
         final_summary = describe_final(config, final, len(tokenized["train"]))
         layout.final_summary.write_text(json.dumps(final_summary, indent=2), encoding="utf-8")
         logger.info("test metrics: %s", final.test_metrics)
-        card = card_data(config, summary, final, final_summary, layout.final_model)
+        probed = probe_scorer(QueryScorer(final.model, tokenizer), splits["test"]["query"], splits["test"]["score"])
+        layout.probe.write_text(json.dumps(probed.to_json(), indent=2), encoding="utf-8")
+        card = card_data(config, summary, final, final_summary, layout.final_model, "\n".join(format_probe(probed)))
         save_final(final.model, tokenizer, layout.final_model, card)
         # After saving, so that a failing plot can never cost the trained model.
         predictions = (final.test.predicted, final.test.true)
         save_test_predictions(*predictions, layout.test_predictions)
-        write_report(study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary)
+        write_report(
+            study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary, probe=probed.to_json()
+        )
         if config.push_to_hub:
             push_folder(layout.final_model, config.push_to_hub)
     state.wait_for_everyone()
@@ -117,11 +124,26 @@ def run_pipeline(config: RunConfig) -> RunResult:
 
 def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> dict[str, Any]:
     """How the shipped model was made and how well it is calibrated: final_model.json, the report's section."""
+    epochs = "" if config.final_max_epochs is None else f" for up to {config.final_max_epochs} epochs"
+    soup = ""
+    if len(final.candidates) > 1:
+        others = f"; the same for the next {len(final.candidates) - 1} best trials of its architecture"
+        if len(final.soup) > 1:
+            soup = f"{others}, and the weights of {', '.join(final.soup)} averaged (a greedy soup chosen on dev)"
+        else:
+            soup = f"{others}; averaging lowered no dev MSE (greedy soup), so {final.soup[0]} alone ships"
     return {
         "method": FINAL_MODEL_METHOD.format(
-            train_rows=train_rows, best_epoch=final.best_epoch, threshold_metric=config.threshold_metric
+            train_rows=train_rows,
+            epochs=epochs,
+            best_epoch=final.best_epoch,
+            soup=soup,
+            threshold_metric=config.threshold_metric,
         ),
         "best_epoch": final.best_epoch,
+        "final_max_epochs": config.final_max_epochs,
+        "soup": list(final.soup),
+        "candidates": [dataclasses.asdict(record) for record in final.candidates],
         "decision_threshold": final.decision_threshold,
         "threshold_metric": config.threshold_metric,
         "loss": final.model.config.loss,
@@ -137,7 +159,12 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> di
 
 
 def card_data(
-    config: RunConfig, summary: StudySummary, final: FinalResult, final_summary: dict[str, Any], folder: Path
+    config: RunConfig,
+    summary: StudySummary,
+    final: FinalResult,
+    final_summary: dict[str, Any],
+    folder: Path,
+    probe: str = "",
 ) -> QueryRewardCardData:
     """What the model card says about this run."""
     hyperparameters = {**summary.fixed_params, **summary.best_params}
@@ -156,6 +183,7 @@ def card_data(
         decision_threshold=final.decision_threshold,
         threshold_metric=config.threshold_metric,
         method=final_summary["method"],
+        probe=probe,
     )
 
 

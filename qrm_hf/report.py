@@ -187,9 +187,9 @@ def format_value(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _table(header: tuple[str, str], rows: Sequence[tuple[Any, Any]]) -> list[str]:
-    lines = [f"| {header[0]} | {header[1]} |", "| --- | --- |"]
-    lines += [f"| {format_value(key)} | {format_value(value)} |" for key, value in rows]
+def _table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(format_value(cell) for cell in row) + " |" for row in rows]
     return lines
 
 
@@ -300,6 +300,7 @@ def _final_model_section(final_summary: dict[str, Any]) -> list[str]:
             f"- Dev MSE of the kept epoch: {format_value(dev.get('mse'))} (the search's best trial: see above; "
             "the search may have trained on fewer rows)."
         )
+    lines += _candidates_lines(final_summary.get("candidates") or [])
     encoder_dropout = final_summary.get("encoder_dropout")
     lines += [
         f"- Loss: {final_summary.get('loss')}; encoder dropout: "
@@ -328,6 +329,37 @@ def _final_model_section(final_summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _candidates_lines(candidates: list[dict[str, Any]]) -> list[str]:
+    """The final stage's candidates when it trained more than one (a soup): search value against the dev MSE on
+    all of train, which also shows whether the search's rows ranked the configurations as all rows do."""
+    if len(candidates) < 2:
+        return []
+    rows = [
+        (
+            record.get("label"),
+            record.get("search_value"),
+            record.get("dev_mse"),
+            record.get("best_epoch"),
+            record.get("epochs_run"),
+            "yes" if record.get("in_model") else "no",
+        )
+        for record in candidates
+    ]
+    header = ("candidate", "search value", "dev MSE, all of train", "best epoch", "epochs run", "in the soup")
+    lines = ["", "Candidates of the final stage:", "", *_table(header, rows), ""]
+    ranked = [(r["search_value"], r["dev_mse"]) for r in candidates if r.get("search_value") is not None]
+    if len(ranked) >= 3:
+        from scipy.stats import spearmanr
+
+        rho = spearmanr([a for a, _ in ranked], [b for _, b in ranked]).statistic
+        lines += [
+            f"Rank correlation (Spearman) of the search value and the dev MSE on all of train, over {len(ranked)} "
+            f"candidates: {format_value(float(rho))} (1: the search's rows rank configurations as all rows do).",
+            "",
+        ]
+    return lines
+
+
 def write_report(
     study: optuna.Study,
     run_dir: str | Path,
@@ -335,12 +367,14 @@ def write_report(
     predictions: tuple[Any, Any] | None = None,
     *,
     final_summary: dict[str, Any] | None = None,
+    probe: dict[str, Any] | None = None,
     seed: int = IMPORTANCE_SEED,
 ) -> Path:
     """Write `run_dir/report.md` and its plots under `run_dir/plots/`; return the report's path.
 
     `predictions` is the pair (predicted scores, true scores) on test; with it the report adds the final
-    model's plots. `final_summary` (final_model.json) says how the final model was made and how it is calibrated.
+    model's plots. `final_summary` (final_model.json) says how the final model was made and how it is calibrated;
+    `probe` (probe.json) how gameable its reward is.
     """
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
@@ -359,6 +393,11 @@ def write_report(
         test_records,
         final_summary,
     )
+    if probe is not None:
+        from .probe import ProbeResult, format_probe
+
+        text = text.rstrip("\n") + "\n\n## How gameable the reward is\n\n"
+        text += "\n".join(format_probe(ProbeResult.from_json(probe))) + "\n"
     path = layout.report
     path.write_text(text, encoding="utf-8")
     return path
@@ -401,7 +440,8 @@ def rebuild_report(
     test_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     predictions = load_test_predictions(predictions_path) if predictions_path.is_file() else None
     final_summary = json.loads(final_path.read_text(encoding="utf-8")) if final_path.is_file() else None
-    return write_report(study, run_dir, test_metrics, predictions, final_summary=final_summary, seed=seed)
+    probe = json.loads(layout.probe.read_text(encoding="utf-8")) if layout.probe.is_file() else None
+    return write_report(study, run_dir, test_metrics, predictions, final_summary=final_summary, probe=probe, seed=seed)
 
 
 __all__ = [

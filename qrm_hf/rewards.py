@@ -10,7 +10,6 @@ runs in-process, or behind `qrm serve` when given its URL, so many trainer proce
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from .client import QueryScorerClient
+from .reward_rule import RewardRule
 from .scoring import QueryScorer, _check_batch_size, normalize_query
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ def make_reward_function(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     empty_score: float | None = 0.0,
+    length_guard: bool = True,
+    max_repeated_share: float | None = None,
     timeout: float = 60.0,
     retries: int = 3,
 ) -> RewardFunction:
@@ -77,14 +79,15 @@ def make_reward_function(
     (`revision`, `device`, `dtype` are then passed to `QueryScorer.from_pretrained`), or the URL of a
     `qrm serve` server (`http://host:port`; each call is one request with `timeout` seconds per attempt and
     `retries` more attempts, see [`QueryScorerClient`]) or a client of one. Rewards are in [0, 1] unless `raw`.
-    The text is stripped first: generations often start with a space or end with a newline, which a query does
-    not. `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
+    `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
 
-    An empty completion (nothing but whitespace, or a conversation whose assistant wrote no text) gets
-    `empty_score` without running the model: the model's own score for the empty string is well above that of
-    many poorly formed queries, so a policy would learn that writing nothing pays. `empty_score=None` scores
-    the empty string with the model instead. A completion the function cannot read (not a string nor a list of
-    messages, no assistant message) is scored as empty, with one warning logged, rather than stopping training.
+    Rewards follow [`RewardRule`] (`empty_score`, `length_guard`, `max_repeated_share`), the same rule `qrm
+    serve` applies: a completion with no visible character gets `empty_score` without running the model (the
+    model's own score for the empty string beats many poorly formed queries, so a policy would learn that
+    writing nothing pays; `empty_score=None` scores it with the model); text longer than the model's
+    `max_length` tokens has its score scaled by `max_length / tokens`. A completion the function cannot read
+    (not a string nor a list of messages, no assistant message) is scored as empty, with one warning logged,
+    rather than stopping training.
 
     Example:
         >>> from trl import GRPOConfig, GRPOTrainer  # doctest: +SKIP
@@ -92,10 +95,7 @@ def make_reward_function(
         >>> args = GRPOConfig(output_dir="runs/grpo")  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts)  # doctest: +SKIP
     """
-    if empty_score is not None and (
-        isinstance(empty_score, bool) or not isinstance(empty_score, (int, float)) or not math.isfinite(empty_score)
-    ):
-        raise ValueError(f"empty_score must be a finite number or None, got {empty_score!r}")
+    rule = RewardRule(empty_score=empty_score, length_guard=length_guard, max_repeated_share=max_repeated_share)
     remote = isinstance(scorer_or_path, str) and scorer_or_path.startswith(("http://", "https://"))
     if remote or isinstance(scorer_or_path, QueryScorerClient):
         given = {"batch_size": batch_size, "revision": revision, "device": device, "dtype": dtype}
@@ -115,14 +115,14 @@ def make_reward_function(
         scorer = QueryScorer.from_pretrained(scorer_or_path, revision=revision, device=device, dtype=dtype)
     warned: list[bool] = []
 
-    def score(texts: list[str]) -> list[float]:
+    def rewards_of(texts: list[str]) -> list[float]:
         if isinstance(scorer, QueryScorerClient):
-            return scorer.score(texts, raw=raw)
-        return scorer.score(texts, raw=raw, batch_size=batch_size, show_progress=False)
+            return scorer.rewards(texts, rule, raw=raw)
+        return local_rewards(scorer, texts, rule, raw=raw, batch_size=batch_size)
 
     def read(index: int, completion: Any) -> str:
         try:
-            return normalize_query(completion_text(completion).strip()).strip()
+            return completion_text(completion)
         except (TypeError, ValueError, AttributeError) as error:
             if not warned:
                 warned.append(True)
@@ -139,20 +139,26 @@ def make_reward_function(
     def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         if isinstance(completions, (str, bytes, Mapping)) or not isinstance(completions, Sequence):
             raise TypeError(f"completions must be a list, one per generation, got {type(completions).__name__}")
-        texts = [read(index, completion) for index, completion in enumerate(completions)]
-        if empty_score is None:
-            return score(texts)
-        written = [index for index, text in enumerate(texts) if text]
-        scores = [float(empty_score)] * len(texts)
-        if written:
-            for index, value in zip(written, score([texts[index] for index in written]), strict=True):
-                scores[index] = value
-        return scores
+        return rewards_of([read(index, completion) for index, completion in enumerate(completions)])
 
     reward.__name__ = reward.__qualname__ = name
     reward.__doc__ = f"Query wellformedness reward ({'raw' if raw else 'clamped to [0, 1]'}) of each completion."
     reward.scorer = scorer
+    reward.rule = rule
     return reward
 
 
-__all__ = ["RewardFunction", "completion_text", "make_reward_function"]
+def local_rewards(
+    scorer: QueryScorer, texts: Sequence[str], rule: RewardRule, raw: bool = False, batch_size: int | None = None
+) -> list[float]:
+    """[`RewardRule.rewards`] of `texts` with a model in this process (what `qrm serve` runs for a request)."""
+    texts = [normalize_query(text) if isinstance(text, str) else "" for text in texts]
+
+    def score_and_count(written: list[str]) -> tuple[list[float], list[int]]:
+        scores = scorer.score(written, raw=raw, batch_size=batch_size, show_progress=False)
+        return scores, scorer.token_counts(written)
+
+    return rule.rewards(texts, score_and_count, scorer.max_length)
+
+
+__all__ = ["RewardFunction", "completion_text", "local_rewards", "make_reward_function"]

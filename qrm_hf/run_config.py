@@ -67,6 +67,11 @@ class RunLayout:
         return self.root / "final_model"
 
     @property
+    def probe(self) -> Path:
+        """The hackability probe of the final model (`qrm probe`)."""
+        return self.root / "probe.json"
+
+    @property
     def best_trial_model(self) -> Path:
         return self.root / "best_trial_model"
 
@@ -152,6 +157,20 @@ class RunConfig:
             "<run>/best_trial_model beside the final model."
         },
     )
+    final_max_epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": "The final model may train up to N epochs (schedule laid out over N, early stopping on dev, "
+            "best dev epoch kept); default: the best trial's own number of epochs."
+        },
+    )
+    soup_size: int = field(
+        default=1,
+        metadata={
+            "help": "Train the final model for the best N completed trials of one architecture and average their "
+            "weights into a greedy soup chosen on dev (one model, no extra inference cost); 1: the best trial only."
+        },
+    )
     threshold_metric: str = field(
         default="accuracy",
         metadata={"help": f"What the decision threshold maximizes on dev: {', '.join(THRESHOLD_METRICS)}."},
@@ -206,6 +225,10 @@ class RunConfig:
                 raise ConfigError(f"{name} must be >= 1 second, got {value}")
         if self.threshold_metric not in THRESHOLD_METRICS:
             raise ConfigError(f"threshold_metric must be one of {THRESHOLD_METRICS}, got {self.threshold_metric!r}")
+        if self.final_max_epochs is not None and self.final_max_epochs < 1:
+            raise ConfigError(f"final_max_epochs must be >= 1, got {self.final_max_epochs}")
+        if self.soup_size < 1:
+            raise ConfigError(f"soup_size must be >= 1, got {self.soup_size}")
         if self.search_train_samples is not None and self.search_train_samples < 1:
             raise ConfigError(f"search_train_samples must be >= 1, got {self.search_train_samples}")
         if not isinstance(self.sampler_options, dict):

@@ -1,33 +1,34 @@
-"""The HTTP scorer: one loaded reward model shared by many clients, with micro-batching across their requests.
+"""The HTTP scorer: one loaded reward model shared by many clients, with continuous batching across requests.
 
 RL trainers (OpenRLHF's `--remote_rm_url`, verl, custom GRPO loops) call a reward service over HTTP instead of
-loading the model in every rollout worker. Requests that arrive together are scored together: a
-[`MicroBatcher`] merges them into batches of up to `max_batch_size` queries, waiting at most `max_wait_ms` to
-fill one, and runs the model on a single worker thread so the event loop keeps answering while it computes.
+loading the model in every rollout worker. Each request is tokenized off the event loop and handed to the
+[`ContinuousBatcher`], which scores whatever waits whenever the model is free, on one worker thread.
 
-    POST /score       {"queries": [str, ...], "raw": false} -> {"scores": [...], "model": ..., "decision_threshold": ..}
+    POST /score       {"queries": [str, ...], "raw": false, "reward_rule": {...}?}
+                      -> {"scores": [...], "rewards": [...] (with reward_rule), "model": ..., "decision_threshold": ..}
     POST /get_reward  OpenRLHF: {"query": [str, ...], "prompts": [...], ...} -> {"rewards": [...]}
     GET  /health      200 once the model is loaded, 503 before
-    GET  /info        model, revision, max_length, device, dtype, limits, qrm_hf version, batching counters
+    GET  /info        model, revision, max_length, device, dtype, backend, limits, reward rule, counters
 
-Only the standard library is imported here at module level, so `qrm serve --help` and [`ServeConfig`] work
-without torch being imported or the `serve` extra (fastapi, uvicorn) being installed.
+Rewards follow [`RewardRule`], the rule of the TRL reward function too. Only the standard library is imported
+at module level, so `qrm serve --help` and [`ServeConfig`] work without torch or the `serve` extra.
 """
 
-# No `from __future__ import annotations`: FastAPI reads the handlers' annotations at runtime, and `Request` is
-# imported inside create_app (where a postponed annotation could not be resolved).
+# No `from __future__ import annotations`: FastAPI reads the route functions' annotations at runtime, and
+# `Request` is imported inside create_app (where a postponed annotation could not be resolved).
 import asyncio
-import collections
 import contextlib
 import functools
 import json
 import logging
-import math
 import signal
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .batcher import ContinuousBatcher
+from .reward_rule import RewardRule, without_prompt
+from .serve_config import BACKENDS, DTYPES, LOG_LEVELS, ServeConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -37,218 +38,9 @@ if TYPE_CHECKING:
 # uvicorn configures this logger: the server's own lines (ready, load and batch failures) print beside its own.
 logger = logging.getLogger("uvicorn.error")
 
-DTYPES = ("float32", "bfloat16", "float16")
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 SERVE_EXTRA_HINT = "install the serve extra: pip install 'qrm-hf[serve]' (fastapi, uvicorn)"
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """How `qrm serve` loads the model, where it listens, how it batches and what it accepts.
-
-    Example:
-        >>> ServeConfig(model="runs/quickstart/final_model", max_batch_size=128, max_wait_ms=5)  # doctest: +SKIP
-    """
-
-    # The model
-    model: str = field(metadata={"help": "A saved reward model folder or a Hub repo id."})
-    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub model."})
-    device: str | None = field(
-        default=None, metadata={"help": "cpu, cuda, cuda:1, mps... (default: the fastest available)."}
-    )
-    dtype: str | None = field(
-        default=None,
-        metadata={
-            "help": f"One of {', '.join(DTYPES)} (default: bfloat16 on a CUDA GPU that supports it, else float32)."
-        },
-    )
-    # Where it listens
-    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface)."})
-    port: int = field(default=8000, metadata={"help": "Port to listen on."})
-    # Micro-batching
-    max_batch_size: int = field(
-        default=64,
-        metadata={"help": "Most queries in one forward pass, merged across requests; a larger request is split."},
-    )
-    max_wait_ms: float = field(
-        default=5.0,
-        metadata={"help": "Longest a query waits for others to fill its batch (0: score what is waiting at once)."},
-    )
-    # Limits: a request over them is refused with 413 before any scoring
-    max_queries_per_request: int = field(default=10_000, metadata={"help": "Most queries in one request."})
-    max_body_bytes: int = field(default=16 * 2**20, metadata={"help": "Largest request body in bytes."})
-    log_level: str = field(
-        default="info", metadata={"help": f"One of {', '.join(LOG_LEVELS)}; below info, no access log."}
-    )
-
-    def __post_init__(self) -> None:
-        if not self.model:
-            raise ValueError("model (--model) is required: a saved reward model folder or a Hub repo id")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"dtype (--dtype) must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port (--port) must be in 0..65535, got {self.port}")
-        for name in ("max_batch_size", "max_queries_per_request", "max_body_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
-            raise ValueError(f"max_wait_ms (--max-wait-ms) must be a finite number >= 0, got {self.max_wait_ms}")
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"log_level (--log-level) must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-
-
-# The micro-batcher
-
-
-@dataclass(eq=False)
-class _Request:
-    """One caller's queries on their way through the batcher, and the scores that come back."""
-
-    texts: list[str]
-    future: asyncio.Future
-    arrived: float
-    taken: int = 0  # queries handed to batches so far
-    scored: int = 0  # queries whose scores came back
-    turn: int = 0  # queries taken in the current turn at the front of the line
-    scores: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.scores = [0.0] * len(self.texts)
-
-
-class MicroBatcher:
-    """Merge concurrent requests' queries into batches for `score_batch`, run on one worker thread.
-
-    A batch starts when `max_batch_size` queries are waiting or the oldest one has waited `max_wait_ms`.
-    Requests take turns: the one at the front of the line adds up to `max_batch_size` queries, then, if it
-    has more, goes to the back, so a huge request is split and cannot hold back the small ones behind it.
-    Each caller gets its own scores in its own order. A failing batch fails only the requests in it.
-
-    Example:
-        >>> batcher = MicroBatcher(scorer.score, max_batch_size=64, max_wait_ms=5)  # doctest: +SKIP
-        >>> batcher.start()  # in the running event loop  # doctest: +SKIP
-        >>> await batcher.score(["how do owls hunt ?", "owls hunt how"])  # doctest: +SKIP
-    """
-
-    def __init__(
-        self, score_batch: Callable[[list[str]], Sequence[float]], max_batch_size: int, max_wait_ms: float
-    ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if not (math.isfinite(max_wait_ms) and max_wait_ms >= 0):
-            raise ValueError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms}")
-        self.score_batch = score_batch
-        self.max_batch_size = max_batch_size
-        self.max_wait = max_wait_ms / 1000
-        self.batches = 0  # batches scored so far
-        self.queries = 0  # queries scored so far
-        self._line: collections.deque[_Request] = collections.deque()
-        self._waiting = 0  # queries in the line not yet handed to a batch
-        self._arrived: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        # One thread: the model never runs twice at once, and the event loop never waits on it.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrm-scorer")
-
-    @property
-    def queued(self) -> int:
-        """Queries waiting for a batch."""
-        return self._waiting
-
-    def start(self) -> None:
-        """Start taking batches; call from inside the running event loop."""
-        if self._task is None:
-            self._arrived = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="qrm-micro-batcher")
-
-    async def close(self) -> None:
-        """Stop batching; requests still waiting get a RuntimeError."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        while self._line:
-            request = self._line.popleft()
-            if not request.future.done():
-                request.future.set_exception(RuntimeError("the scorer is shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def score(self, texts: Sequence[str]) -> list[float]:
-        """The scores of `texts`, in their order, computed in batches shared with other callers."""
-        if self._task is None:
-            raise RuntimeError("MicroBatcher.start() must be called before score()")
-        if not texts:
-            return []
-        loop = asyncio.get_running_loop()
-        request = _Request(list(texts), loop.create_future(), loop.time())
-        self._line.append(request)
-        self._waiting += len(request.texts)
-        self._arrived.set()
-        return await request.future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._line:
-                self._arrived.clear()
-                await self._arrived.wait()
-            # The deadline counts from the oldest waiting query, so time spent behind a running batch counts.
-            deadline = self._line[0].arrived + self.max_wait
-            while self._waiting < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch = self._take_batch()
-            if not batch:
-                continue
-            texts = [text for request, start, end in batch for text in request.texts[start:end]]
-            try:
-                scores = await loop.run_in_executor(self._executor, self.score_batch, texts)
-                if len(scores) != len(texts):
-                    raise RuntimeError(f"score_batch returned {len(scores)} scores for {len(texts)} queries")
-            except Exception as error:
-                logger.exception("scoring a batch of %d queries failed", len(texts))
-                for request, _, _ in batch:
-                    if not request.future.done():
-                        request.future.set_exception(error)
-                continue
-            self.batches += 1
-            self.queries += len(texts)
-            offset = 0
-            for request, start, end in batch:
-                request.scores[start:end] = scores[offset : offset + end - start]
-                offset += end - start
-                request.scored += end - start
-                if request.scored == len(request.texts) and not request.future.done():
-                    request.future.set_result(request.scores)
-
-    def _take_batch(self) -> list[tuple[_Request, int, int]]:
-        """Up to `max_batch_size` queries from the front of the line, as (request, start, end) slices."""
-        batch: list[tuple[_Request, int, int]] = []
-        size = 0
-        while self._line and size < self.max_batch_size:
-            request = self._line.popleft()
-            left = len(request.texts) - request.taken
-            if request.future.done():  # failed or its caller gave up: drop the rest
-                self._waiting -= left
-                continue
-            count = min(left, self.max_batch_size - size, self.max_batch_size - request.turn)
-            batch.append((request, request.taken, request.taken + count))
-            request.taken += count
-            request.turn += count
-            size += count
-            self._waiting -= count
-            if request.taken < len(request.texts):
-                if request.turn >= self.max_batch_size:  # its turn is over: to the back of the line
-                    request.turn = 0
-                    self._line.append(request)
-                else:  # cut only because this batch is full: first in the next one
-                    self._line.appendleft(request)
-        return batch
-
-
-# The HTTP app
+# How often a waiting request checks whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.05
 
 
 class RequestError(Exception):
@@ -319,12 +111,6 @@ def clamp(scores: list[float]) -> list[float]:
     return [min(max(score, 0.0), 1.0) for score in scores]
 
 
-def without_prompt(query: str, prompt: str) -> str:
-    """What the policy wrote: `query` (OpenRLHF sends prompt + response) without the `prompt` it starts with,
-    stripped as the TRL reward function strips a completion."""
-    return (query[len(prompt) :] if prompt and query.startswith(prompt) else query).strip()
-
-
 @functools.cache
 def qrm_hf_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -336,10 +122,137 @@ def qrm_hf_version() -> str:
 
 
 @dataclass
-class _ServerState:
+class ServerState:
+    """What the handlers share: the config, and once loaded the scorer and its batcher."""
+
+    config: ServeConfig
     scorer: "QueryScorer | None" = None
-    batcher: MicroBatcher | None = None
+    batcher: ContinuousBatcher | None = None
     load_error: str | None = None
+
+
+class NotReady(Exception):
+    """The model is still loading, or failed to load: 503 with the reason."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.failed = state.load_error is not None
+        detail = state.load_error if self.failed else f"loading model {state.config.model}"
+        super().__init__(detail)
+        self.detail = detail
+
+
+# The handlers: plain functions of the server state and the decoded request.
+
+
+def encode_for_rule(scorer: "QueryScorer", texts: list[str]) -> tuple[list[list[int]], list[int]]:
+    """Token ids (cut to max_length) and full token counts of `texts`: run in a thread, off the event loop."""
+    from .scoring import normalize_query
+
+    normalized = [normalize_query(text) for text in texts]
+    encoded = scorer.encode(normalized)
+    return encoded, scorer.token_counts(normalized, encoded)
+
+
+async def scores_and_counts(state: ServerState, texts: list[str], until_gone) -> tuple[list[float], list[int]]:
+    """Raw scores and token counts of `texts`, through the batcher; cancelled when the client goes away."""
+    if state.scorer is None:
+        raise NotReady(state)
+    encoded, counts = await asyncio.to_thread(encode_for_rule, state.scorer, texts)
+    scoring = asyncio.ensure_future(state.batcher.score(encoded))
+    watching = asyncio.ensure_future(until_gone())
+    try:
+        done, _ = await asyncio.wait({scoring, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+    if scoring not in done:
+        scoring.cancel()
+        raise asyncio.CancelledError("the client disconnected")
+    return scoring.result(), counts
+
+
+async def rewards_of(state: ServerState, texts: list[str], rule: RewardRule, raw: bool, until_gone) -> list[float]:
+    """[`RewardRule.rewards`] of `texts` on the served model (the TRL function's rule, computed here)."""
+    texts = [text.strip() for text in texts]
+    written = rule.to_score(texts)
+    scores, counts = await scores_and_counts(state, [texts[index] for index in written], until_gone)
+    return rule.finish(texts, written, scores if raw else clamp(scores), counts, state.scorer.max_length)
+
+
+async def handle_score(state: ServerState, data: dict[str, Any], until_gone) -> dict[str, Any]:
+    """POST /score: the scores `QueryScorer.score` gives, in order; with `reward_rule` also the rewards."""
+    config = state.config
+    queries = string_list(data, "queries", config.max_queries_per_request)
+    raw = data.get("raw", False)
+    if not isinstance(raw, bool):
+        raise RequestError(422, f"'raw' must be true or false, got {_json_type(raw)}")
+    rule = None
+    if data.get("reward_rule") is not None:
+        try:
+            rule = RewardRule.from_dict(data["reward_rule"])
+        except (TypeError, ValueError) as error:
+            raise RequestError(422, str(error)) from None
+    scores, counts = await scores_and_counts(state, queries, until_gone)
+    scores = scores if raw else clamp(scores)
+    answer: dict[str, Any] = {"scores": scores}
+    if rule is not None:
+        if all(query == query.strip() for query in queries):  # the scores are those of the texts the rule reads
+            written = rule.to_score(queries)
+            answer["rewards"] = rule.finish(
+                queries, written, [scores[i] for i in written], [counts[i] for i in written], state.scorer.max_length
+            )
+        else:
+            answer["rewards"] = await rewards_of(state, queries, rule, raw, until_gone)
+    answer.update(model=config.model, decision_threshold=state.scorer.decision_threshold)
+    return answer
+
+
+async def handle_get_reward(state: ServerState, data: dict[str, Any], until_gone) -> dict[str, Any]:
+    """POST /get_reward (OpenRLHF): each query without the prompt it starts with, under the server's rule."""
+    config = state.config
+    queries = string_list(data, "query", config.max_queries_per_request)
+    prompts = string_list(data, "prompts", config.max_queries_per_request, required=False)
+    if prompts is not None:
+        if len(prompts) != len(queries):
+            raise RequestError(422, f"'prompts' has {len(prompts)} items but 'query' has {len(queries)}")
+        queries = [without_prompt(query, prompt) for query, prompt in zip(queries, prompts, strict=True)]
+    return {"rewards": await rewards_of(state, queries, config.rule(), False, until_gone)}
+
+
+def handle_info(state: ServerState) -> dict[str, Any]:
+    """GET /info: the served model and settings, and the batching counters since start."""
+    if state.scorer is None:
+        raise NotReady(state)
+    config, scorer, batcher = state.config, state.scorer, state.batcher
+    return {
+        "model": config.model,
+        "revision": config.revision,
+        "max_length": scorer.max_length,
+        "decision_threshold": scorer.decision_threshold,
+        "device": str(scorer.device),
+        "dtype": str(next(scorer.model.parameters()).dtype).removeprefix("torch."),
+        "backend": config.backend,
+        "qrm_hf_version": qrm_hf_version(),
+        "max_batch_tokens": config.max_batch_tokens,
+        "max_batch_size": config.max_batch_size,
+        "max_queries_per_request": config.max_queries_per_request,
+        "max_body_bytes": config.max_body_bytes,
+        "reward_rule": config.rule().to_dict(),
+        "batches": batcher.batches,
+        "queries": batcher.queries,
+        "dropped": batcher.dropped,
+        "queued": batcher.queued,
+    }
+
+
+def default_loader(config: ServeConfig) -> "Callable[[], QueryScorer]":
+    def load() -> "QueryScorer":
+        from .scoring import QueryScorer
+
+        return QueryScorer.from_pretrained(
+            config.model, revision=config.revision, device=config.device, dtype=config.dtype, backend=config.backend
+        )
+
+    return load
 
 
 def create_app(
@@ -349,9 +262,9 @@ def create_app(
 ) -> "FastAPI":
     """The FastAPI app of `config`; the model is loaded in the background once the app starts.
 
-    `load_scorer` (default: `QueryScorer.from_pretrained` with `config`'s model, revision, device and dtype) runs
-    in a thread, so /health answers 503 while it runs. If it fails, /health keeps answering 503 with the error
-    and `on_load_error` is called (the `qrm serve` command stops the server there).
+    `load_scorer` (default: `QueryScorer.from_pretrained` with `config`'s model, revision, device, dtype and
+    backend) runs in a thread, so /health answers 503 while it runs. If it fails, /health keeps answering 503
+    with the error and `on_load_error` is called (the `qrm serve` command stops the server there).
     """
     try:
         from fastapi import FastAPI, Request
@@ -359,24 +272,8 @@ def create_app(
     except ImportError as error:
         raise ImportError(f"qrm serve needs fastapi: {SERVE_EXTRA_HINT}") from error
 
-    if load_scorer is None:
-
-        def load_scorer() -> "QueryScorer":
-            from .scoring import QueryScorer
-
-            return QueryScorer.from_pretrained(
-                config.model,
-                revision=config.revision,
-                device=config.device,
-                dtype=config.dtype,
-                batch_size=config.max_batch_size,
-            )
-
-    state = _ServerState()
-
-    def score_batch(texts: list[str]) -> list[float]:
-        # Raw outputs, one forward pass; each request clamps its own, so raw and clamped requests share batches.
-        return state.scorer.score(texts, raw=True, batch_size=len(texts), show_progress=False)
+    state = ServerState(config)
+    load_scorer = load_scorer or default_loader(config)
 
     async def load() -> None:
         try:
@@ -387,10 +284,13 @@ def create_app(
             if on_load_error is not None:
                 on_load_error(error)
             return
-        state.batcher = MicroBatcher(score_batch, config.max_batch_size, config.max_wait_ms)
+        # Raw outputs, one forward pass per call: each request clamps its own, so raw and clamped share passes.
+        state.batcher = ContinuousBatcher(
+            functools.partial(scorer.score_ids, raw=True), config.max_batch_tokens, config.max_batch_size
+        )
         state.batcher.start()
         state.scorer = scorer
-        logger.info("model %s loaded on %s (%s); ready", config.model, scorer.device, scorer.model.dtype)
+        logger.info("model %s loaded on %s (%s); ready", config.model, scorer.device, config.backend)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -407,82 +307,50 @@ def create_app(
     async def refuse(request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse({"detail": error.message}, status_code=error.status)
 
-    def not_ready() -> JSONResponse:
-        if state.load_error is not None:
-            return JSONResponse({"status": "failed", "detail": state.load_error}, status_code=503)
-        return JSONResponse({"status": "loading", "detail": f"loading model {config.model}"}, status_code=503)
+    @app.exception_handler(NotReady)
+    async def not_ready(request: Request, error: NotReady) -> JSONResponse:
+        status = "failed" if error.failed else "loading"
+        return JSONResponse({"status": status, "detail": error.detail}, status_code=503)
 
-    async def scores_of(texts: list[str], raw: bool) -> list[float] | JSONResponse:
-        if state.scorer is None:
-            return not_ready()
+    def watcher(request: Request):
+        async def until_gone() -> None:
+            while not await request.is_disconnected():
+                await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+
+        return until_gone
+
+    async def answer(handler, request: Request):
+        data = await read_json_body(request, config.max_body_bytes)
         try:
-            scores = await state.batcher.score(texts)
+            return await handler(state, data, watcher(request))
+        except (RequestError, NotReady):
+            raise
+        except asyncio.CancelledError:
+            logger.info("%s: the client disconnected; its queries were dropped", request.url.path)
+            return JSONResponse({"detail": "client disconnected"}, status_code=499)
         except Exception as error:
             return JSONResponse({"detail": f"scoring failed: {type(error).__name__}: {error}"}, status_code=500)
-        return scores if raw else clamp(scores)
 
     @app.post("/score")
     async def score(request: Request):
-        """{"queries": [str, ...], "raw": false} -> {"scores": [...], "model": ..., "decision_threshold": ...}"""
-        data = await read_json_body(request, config.max_body_bytes)
-        queries = string_list(data, "queries", config.max_queries_per_request)
-        raw = data.get("raw", False)
-        if not isinstance(raw, bool):
-            raise RequestError(422, f"'raw' must be true or false, got {_json_type(raw)}")
-        scores = await scores_of(queries, raw)
-        if isinstance(scores, JSONResponse):
-            return scores
-        threshold = state.scorer.decision_threshold
-        return JSONResponse({"scores": scores, "model": config.model, "decision_threshold": threshold})
+        """{"queries": [str, ...], "raw": false, "reward_rule": null} -> {"scores": [...], ...}"""
+        return await answer(handle_score, request)
 
     @app.post("/get_reward")
     async def get_reward(request: Request):
-        """OpenRLHF's remote reward: {"query": [str, ...], "prompts": [str, ...], ...} -> {"rewards": [...]}.
-
-        Each query is scored without the prompt it starts with (OpenRLHF sends prompt + response); other
-        fields (labels...) are ignored.
-        """
-        data = await read_json_body(request, config.max_body_bytes)
-        queries = string_list(data, "query", config.max_queries_per_request)
-        prompts = string_list(data, "prompts", config.max_queries_per_request, required=False)
-        if prompts is not None:
-            if len(prompts) != len(queries):
-                raise RequestError(422, f"'prompts' has {len(prompts)} items but 'query' has {len(queries)}")
-            queries = [without_prompt(query, prompt) for query, prompt in zip(queries, prompts, strict=True)]
-        scores = await scores_of(queries, raw=False)
-        if isinstance(scores, JSONResponse):
-            return scores
-        return JSONResponse({"rewards": scores})
+        """OpenRLHF's remote reward: {"query": [str, ...], "prompts": [str, ...], ...} -> {"rewards": [...]}."""
+        return await answer(handle_get_reward, request)
 
     @app.get("/health")
     async def health():
         """200 once the model is loaded and requests are scored; 503 while loading or if loading failed."""
         if state.scorer is None:
-            return not_ready()
+            raise NotReady(state)
         return {"status": "ok"}
 
     @app.get("/info")
     async def info():
-        """The served model and settings, and the batching counters since start."""
-        if state.scorer is None:
-            return not_ready()
-        scorer, batcher = state.scorer, state.batcher
-        return {
-            "model": config.model,
-            "revision": config.revision,
-            "max_length": scorer.max_length,
-            "decision_threshold": scorer.decision_threshold,
-            "device": str(scorer.device),
-            "dtype": str(scorer.model.dtype).removeprefix("torch."),
-            "qrm_hf_version": qrm_hf_version(),
-            "max_batch_size": config.max_batch_size,
-            "max_wait_ms": config.max_wait_ms,
-            "max_queries_per_request": config.max_queries_per_request,
-            "max_body_bytes": config.max_body_bytes,
-            "batches": batcher.batches,
-            "queries": batcher.queries,
-            "queued": batcher.queued,
-        }
+        return handle_info(state)
 
     return app
 
@@ -526,12 +394,17 @@ def serve(config: ServeConfig) -> int:
 
 
 __all__ = [
+    "BACKENDS",
     "DTYPES",
-    "MicroBatcher",
+    "LOG_LEVELS",
     "RequestError",
     "ServeConfig",
+    "ServerState",
     "clamp",
     "create_app",
+    "handle_get_reward",
+    "handle_info",
+    "handle_score",
     "read_json_body",
     "serve",
     "string_list",

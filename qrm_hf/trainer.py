@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 import torch
@@ -13,7 +14,30 @@ from .distributed import from_rank_zero
 from .training_args import QRMTrainingArguments
 
 HEAD_PREFIX = "head."
+# The transformer block a parameter belongs to: `encoder.layer.3.` (BERT, MiniLM), `layers.3.` (ModernBERT).
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 logger = logging.getLogger(__name__)
+
+
+def encoder_depths(names: list[str]) -> dict[str, int]:
+    """How many blocks below the top block each encoder parameter sits: 0 for the top block and for what
+    follows it, `num_layers` for the embeddings.
+
+    Example:
+        >>> encoder_depths(["encoder.embeddings.w", "encoder.encoder.layer.0.w", "encoder.encoder.layer.1.w"])
+        {'encoder.embeddings.w': 2, 'encoder.encoder.layer.0.w': 1, 'encoder.encoder.layer.1.w': 0}
+    """
+    indices = {name: int(match.group(1)) for name in names if (match := _LAYER_INDEX.search(name))}
+    if not indices:
+        return {}
+    top = max(indices.values())
+    depths = {}
+    for name in names:
+        if name in indices:
+            depths[name] = top - indices[name]
+        elif "embeddings." in name:
+            depths[name] = top + 1
+    return depths
 
 
 class QRMTrainer(Trainer):
@@ -35,21 +59,29 @@ class QRMTrainer(Trainer):
         return self.optimizer
 
     def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
-        """The optimizer's parameter groups, each named, with its own `lr` and `weight_decay`."""
+        """The optimizer's parameter groups, each named, with its own `lr` and `weight_decay`.
+
+        With `layer_lr_decay` < 1 the encoder's learning rate shrinks by that factor per layer going down: the
+        top layer (and anything above the layers, e.g. a final norm or pooler) trains at `learning_rate`, the
+        embeddings at `learning_rate * layer_lr_decay ** num_layers`."""
         decay_names = set(self.get_decay_parameter_names(model))
         head_lr = self.args.learning_rate * self.args.head_lr_multiplier
-        groups: dict[tuple[str, bool], dict[str, Any]] = {}
+        depths = encoder_depths([name for name, _ in model.named_parameters() if not name.startswith(HEAD_PREFIX)])
+        groups: dict[tuple[str, bool, int], dict[str, Any]] = {}
         for name, parameter in model.named_parameters():
             if not parameter.requires_grad:
                 continue
             part = "head" if name.startswith(HEAD_PREFIX) else "encoder"
             decays = name in decay_names
+            below_top = depths.get(name, 0) if part == "encoder" and self.args.layer_lr_decay != 1.0 else 0
+            lr = head_lr if part == "head" else self.args.learning_rate * self.args.layer_lr_decay**below_top
+            suffix = f"_down_{below_top}" if below_top else ""
             group = groups.setdefault(
-                (part, decays),
+                (part, decays, below_top),
                 {
-                    "name": f"{part}{'' if decays else '_no_decay'}",
+                    "name": f"{part}{'' if decays else '_no_decay'}{suffix}",
                     "params": [],
-                    "lr": head_lr if part == "head" else self.args.learning_rate,
+                    "lr": lr,
                     "weight_decay": self.args.weight_decay if decays else 0.0,
                 },
             )

@@ -23,6 +23,14 @@ class QRMTrainingArguments(TrainingArguments):
         metadata={"help": "The head trains at learning_rate * head_lr_multiplier; the encoder at learning_rate."},
     )
 
+    layer_lr_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Layer-wise learning-rate decay: each encoder layer below the top trains at this factor of "
+            "the one above it (the embeddings last); 1.0 keeps one learning rate for the whole encoder."
+        },
+    )
+
     # --- Inputs ---
     max_length: int = field(
         default=128,
@@ -45,6 +53,8 @@ class QRMTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.head_lr_multiplier <= 0:
             raise ValueError(f"head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:

@@ -39,6 +39,33 @@ def load_script(name: str):
     return module
 
 
+def score_without_qrm_hf(folder: Path, queries: list[str], workdir: Path) -> list[float]:
+    """Scores of a saved model folder from a subprocess that cannot import qrm_hf (the folder's own code)."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, json, os, sys
+        sys.path = [p for p in sys.path if os.path.abspath(p or ".") != {str(REPO)!r}]
+        assert importlib.util.find_spec("qrm_hf") is None, "qrm_hf is importable"
+        from transformers import AutoModel, AutoTokenizer
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        inputs = tokenizer({queries!r}, padding=True, return_tensors="pt", return_token_type_ids=False)
+        print(json.dumps(model(**inputs).scores.tolist()))
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(workdir / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

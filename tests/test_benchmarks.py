@@ -41,12 +41,16 @@ def test_quality_script_compares_plain_pipeline_and_best_trial(data_dir, tmp_pat
     assert load("quality").main(argv) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| test MSE |"))
-    assert len(row.strip("|").split("|")) == 4
+    assert len(row.strip("|").split("|")) == 5
     assert "anchors: Faruqui & Das 2018" in out
     import json
 
     record = json.loads(output.read_text())
     assert record["b"]["study"]["origins"]["warm start"] == 1
+    # Every final-stage candidate of B was also scored on test for the no-soup column, the soup from among them.
+    candidates = record["b"]["final"]["candidates"]
+    assert len(record["b_candidates_test"]) == len(candidates) >= 1
+    assert set(record["b"]["final"]["soup"]) <= {candidate["label"] for candidate in candidates}
     assert 0.0 <= record["b_best_trial_model"]["decision_threshold"] <= 1.0
 
 

@@ -1,11 +1,12 @@
 """The final stage: all of train, best dev epoch kept, threshold chosen on dev only, calibration measured."""
 
 import pytest
+from conftest import score_without_qrm_hf
 from datasets import DatasetDict
 from transformers import AutoModel, AutoTokenizer
 
 from qrm_hf.data import load_splits, tokenize_splits
-from qrm_hf.final import train_final
+from qrm_hf.final import Candidate, fit_candidate, save_reward_model, soup_candidates, train_final
 from qrm_hf.metrics import choose_threshold
 from qrm_hf.run_config import RunConfig
 from qrm_hf.search_space import SearchSpace
@@ -59,3 +60,77 @@ def test_best_dev_epoch_is_kept_and_calibration_is_measured(prepared, tmp_path, 
     assert result.test.offset == pytest.approx(float(result.test.predicted.mean() - result.test.true.mean()))
     assert result.offset_flagged == (abs(result.train_offset) > 0.02)
     assert {"accuracy_at_threshold", "f1_at_threshold", "mean_prediction", "mean_reference"} <= set(result.test_metrics)
+
+
+def test_final_stage_lays_its_schedule_over_final_max_epochs_and_stops_early(prepared, tmp_path, tiny_encoder_dir):
+    """With a learning rate of 0 dev never improves: patience 2 stops the run after epoch 3 of the 6 it may
+    train, the first epoch is kept, and the schedule was laid out for all 6 (not cut to the trial's 2)."""
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(
+        model=str(tiny_encoder_dir), output_dir=str(tmp_path), final_max_epochs=6, training={"disable_tqdm": True}
+    )
+    space = SearchSpace(parameters=(), fixed={**VALUES, "learning_rate": 0.0})
+    trainer = fit_candidate(config, space, {}, tokenized, tokenizer, encoder)
+    steps_per_epoch = -(-len(tokenized["train"]) // VALUES["batch_size"])
+    assert trainer.args.num_train_epochs == 6
+    assert trainer.state.max_steps == 6 * steps_per_epoch
+    assert trainer.state.epoch == pytest.approx(3.0)
+    assert trainer.state.best_model_checkpoint is not None and trainer.state.best_global_step == steps_per_epoch
+
+
+def test_final_stage_keeps_the_best_dev_epoch_of_a_longer_run(prepared, tmp_path, tiny_encoder_dir):
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(
+        model=str(tiny_encoder_dir), output_dir=str(tmp_path), final_max_epochs=4, training={"disable_tqdm": True}
+    )
+    trainer = fit_candidate(config, SearchSpace(parameters=(), fixed=dict(VALUES)), {}, tokenized, tokenizer, encoder)
+    logged = [entry["eval_mse"] for entry in trainer.state.log_history if "eval_mse" in entry]
+    assert 2 <= len(logged) <= 4
+    kept = trainer.evaluate(tokenized["dev"])["eval_mse"]
+    assert kept == pytest.approx(min(logged), rel=1e-5)
+
+
+def test_a_soup_of_two_candidates_is_never_worse_on_dev_and_reloads_without_qrm_hf(
+    prepared, tmp_path, tiny_encoder_dir
+):
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), training={"disable_tqdm": True})
+    space = SearchSpace(parameters=(), fixed=dict(VALUES))
+    candidates = [
+        Candidate({"learning_rate": 1e-3}, trial=3, search_value=0.05),
+        Candidate({"learning_rate": 5e-4, "dropout": 0.2}, trial=7, search_value=0.06),
+    ]
+    result = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+    records = {record.label: record for record in result.candidates}
+    assert set(records) == {"trial 3", "trial 7"}
+    assert records["trial 7"].search_value == 0.06
+    assert set(result.soup) <= set(records) and result.soup
+    assert result.dev_metrics["mse"] <= min(record.dev_mse for record in records.values()) + 1e-7
+    assert result.best_epoch == records[result.soup[0]].best_epoch
+    folder = save_reward_model(result.model, tokenizer, tmp_path / "soup")
+    queries = ["how do owls hunt ?", "owls hunt"]
+    result.model.eval()
+    expected = result.model(**tokenizer(queries, padding=True, return_tensors="pt", return_token_type_ids=False))
+    assert score_without_qrm_hf(folder, queries, tmp_path) == pytest.approx(expected.scores.tolist(), abs=1e-5)
+
+
+class StoredTrial:
+    def __init__(self, number, value, **params):
+        self.number, self.value, self.params = number, value, params
+
+
+def test_soup_candidates_are_the_best_trials_of_the_best_ones_architecture():
+    space = SearchSpace(parameters=(), fixed={"num_hidden_layers": 0, "max_length": 64})
+    trials = [
+        StoredTrial(0, 0.09, loss="mse", dropout=0.1),
+        StoredTrial(1, 0.07, loss="bce", dropout=0.1),
+        StoredTrial(2, 0.08, loss="mse", dropout=0.2),
+        StoredTrial(3, 0.075, loss="bce", dropout=0.3),
+        StoredTrial(4, 0.071, loss="bce", dropout=0.0, num_hidden_layers=1),
+        StoredTrial(5, None, loss="bce", dropout=0.0),
+    ]
+    chosen = soup_candidates(trials, space, size=3)
+    assert [candidate.trial for candidate in chosen] == [1, 3]
+    assert chosen[0].search_value == 0.07 and chosen[0].params == {"loss": "bce", "dropout": 0.1}
+    assert [candidate.trial for candidate in soup_candidates(trials, space, size=1)] == [1]
+    assert soup_candidates([], space, size=3) == []

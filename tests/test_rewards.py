@@ -194,14 +194,33 @@ def test_unreadable_completions_are_scored_as_empty_with_one_warning(scorer, cap
     assert "query_wellformedness: completion 0 cannot be read" in warnings[0] and "scored as empty (0.0)" in warnings[0]
 
 
-def test_a_completion_with_a_lone_surrogate_is_scored(scorer):
-    reward = make_reward_function(scorer)
+def test_a_completion_with_a_lone_surrogate_is_scored_and_one_with_nothing_visible_is_empty(scorer):
+    reward = make_reward_function(scorer, empty_score=-0.5)
 
     rewards = reward(
         prompts=["p"] * 2, completions=["how do owls hunt \ud800?", [{"role": "assistant", "content": "\udfff"}]]
     )
 
-    assert rewards == pytest.approx(scorer.score(["how do owls hunt \ufffd?", "\ufffd"]), abs=1e-6)
+    assert rewards == pytest.approx([scorer.score(["how do owls hunt \ufffd?"])[0], -0.5], abs=1e-6)
+    # Zero-width space, NUL, the replacement character, a byte-order mark: nothing written, so empty_score.
+    invisible = ["\u200b", "\x00", "\ufffd", "\ufeff", " \u200d\t"]
+    assert reward(prompts=["p"] * 5, completions=invisible) == [-0.5] * 5
+
+
+def test_text_past_max_length_earns_a_fraction_of_its_score(scorer):
+    """The model sees only max_length tokens: a good prefix with anything appended must not keep its score."""
+    question = "how do owls hunt at night ?"
+    padded = question + " lorem" * 300
+    [tokens] = scorer.token_counts([padded])
+    assert tokens > scorer.max_length
+
+    guarded, unguarded = make_reward_function(scorer), make_reward_function(scorer, length_guard=False)
+
+    assert unguarded(prompts=["p"], completions=[padded]) == pytest.approx(scorer.score([padded]), abs=1e-6)
+    assert guarded(prompts=["p"], completions=[padded]) == pytest.approx(
+        [scorer.score([padded])[0] * scorer.max_length / tokens], abs=1e-6
+    )
+    assert guarded(prompts=["p"], completions=[question]) == pytest.approx(scorer.score([question]), abs=1e-6)
 
 
 def test_chat_content_given_as_a_list_of_strings_is_joined(scorer):

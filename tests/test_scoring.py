@@ -289,3 +289,18 @@ def test_a_path_that_does_not_exist_is_a_missing_folder_not_a_bad_repo_id(tmp_pa
         QueryScorer.from_pretrained("/nonexistent/model")
     with pytest.raises(FileNotFoundError, match=r"no such folder"):
         QueryScorer.from_pretrained(tmp_path / "runs" / "final_model")
+
+
+def test_a_megabyte_query_is_cut_before_tokenizing_and_scores_as_its_visible_start(scorer):
+    """The model sees max_length tokens; text past max_length * MAX_CHARS_PER_TOKEN characters is never
+    tokenized, so one huge query cannot stall a batch, and its score is that of the text the model can see."""
+    from qrm_hf.scoring import MAX_CHARS_PER_TOKEN
+
+    huge = "how do owls hunt ? " * 60_000  # 1.1 MB
+    limit = scorer.max_length * MAX_CHARS_PER_TOKEN
+    assert scorer.encode([huge]) == scorer.encode([huge[:limit]])
+    assert scorer.score([huge]) == pytest.approx(scorer.score([huge[:limit]]), abs=1e-6)
+    # Its token count is extrapolated from the part tokenized: about 6 tokens per repetition.
+    [count] = scorer.token_counts([huge])
+    assert 5 * 60_000 < count < 7 * 60_000
+    assert scorer.token_counts(["how do owls hunt ?"]) == [len(scorer.encode(["how do owls hunt ?"])[0])] == [7]

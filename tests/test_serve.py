@@ -21,119 +21,142 @@ from pathlib import Path
 import pytest
 from conftest import REPO, free_port
 
+from qrm_hf.batcher import ContinuousBatcher, plan_passes
 from qrm_hf.client import QueryScorerClient, ScoringRequestError
 from qrm_hf.rewards import make_reward_function
 from qrm_hf.scoring import QueryScorer
-from qrm_hf.serve import MicroBatcher, ServeConfig
+from qrm_hf.serve import ServeConfig
 
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
 # Of many lengths (a blank one, one far over max_length), so batches mix padding and truncation.
 POOL = [*QUERIES, "   ", "why " * 600, "what", "is the sky blue because of rayleigh scattering ?", "x y z", "a"]
 
 
-# The micro-batcher, in-process
+# The continuous batcher, in-process
 
 
 class Recorder:
-    """A scoring function that records each batch it is given; a query "r:7" scores 7.0."""
+    """A scoring function of token-id sequences that records each forward pass; a sequence scores its first id."""
 
-    def __init__(self, seconds: float = 0.0, fail_on: str | None = None) -> None:
-        self.batches: list[list[str]] = []
+    def __init__(self, seconds: float = 0.0, fail_on: int | None = None) -> None:
+        self.passes: list[list[list[int]]] = []
         self.seconds = seconds
         self.fail_on = fail_on
 
-    def __call__(self, texts: list[str]) -> list[float]:
-        self.batches.append(list(texts))
+    def __call__(self, sequences: list[list[int]]) -> list[float]:
+        self.passes.append([list(ids) for ids in sequences])
         time.sleep(self.seconds)
-        if self.fail_on in texts:
-            raise RuntimeError(f"cannot score {self.fail_on!r}")
-        return [float(text.split(":")[1]) for text in texts]
+        if any(ids[0] == self.fail_on for ids in sequences):
+            raise RuntimeError(f"cannot score {self.fail_on}")
+        return [float(ids[0]) for ids in sequences]
 
 
-def requests_of(sizes: list[int]) -> list[list[str]]:
-    """Request r holds queries "r:100r", "r:100r+1", ...: each score says which request and place it is from."""
-    return [[f"{r}:{100 * r + i}" for i in range(size)] for r, size in enumerate(sizes)]
+def requests_of(sizes: list[int], length=lambda r, i: 1 + (r + i) % 5) -> list[list[list[int]]]:
+    """Request r holds sequences starting 100r, 100r+1, ...: each score says which request and place it is from."""
+    return [[[100 * r + i] * length(r, i) for i in range(size)] for r, size in enumerate(sizes)]
 
 
-def run_concurrently(batcher: MicroBatcher, requests: list[list[str]]) -> list:
+def run_concurrently(batcher: ContinuousBatcher, requests) -> list:
     async def main():
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.score(texts) for texts in requests), return_exceptions=True)
+            return await asyncio.gather(*(batcher.score(encoded) for encoded in requests), return_exceptions=True)
         finally:
             await batcher.close()
 
     return asyncio.run(main())
 
 
-def expected_scores(request: list[str]) -> list[float]:
-    return [float(text.split(":")[1]) for text in request]
+def expected_scores(request) -> list[float]:
+    return [float(ids[0]) for ids in request]
 
 
-def test_concurrent_requests_are_merged_into_batches_of_at_most_max_batch_size():
+def test_passes_are_sorted_by_length_and_capped_by_tokens_and_size():
+    assert plan_passes([3, 1, 2, 9, 1], max_batch_tokens=100, max_batch_size=2) == [[1, 4], [2, 0], [3]]
+    # 4 sequences of 5 tokens fill 20 padded tokens; a sequence longer than the budget gets a pass of its own.
+    assert plan_passes([5, 5, 5, 5, 5, 30], max_batch_tokens=20, max_batch_size=99) == [[0, 1, 2, 3], [4], [5]]
+
+
+def test_waiting_requests_share_passes_and_each_gets_its_own_scores_in_order():
     recorder = Recorder()
     requests = requests_of([5] * 12)
 
-    results = run_concurrently(MicroBatcher(recorder, max_batch_size=16, max_wait_ms=50), requests)
+    results = run_concurrently(ContinuousBatcher(recorder, max_batch_tokens=64, max_batch_size=16), requests)
 
     assert results == [expected_scores(request) for request in requests]
-    assert [len(batch) for batch in recorder.batches] == [16, 16, 16, 12]
+    assert all(len(batch) <= 16 and len(batch) * max(map(len, batch)) <= 64 for batch in recorder.passes)
+    assert len(recorder.passes) < len(requests)  # merged across requests
+    for batch in recorder.passes:  # length-sorted: little padding
+        assert [len(ids) for ids in batch] == sorted(len(ids) for ids in batch)
 
 
-def test_a_large_request_is_split_and_comes_back_in_order():
-    recorder = Recorder()
-    [request] = requests_of([40])
-
-    [scores] = run_concurrently(MicroBatcher(recorder, max_batch_size=16, max_wait_ms=0), [request])
-
-    assert scores == expected_scores(request)
-    assert [len(batch) for batch in recorder.batches] == [16, 16, 8]
-
-
-def test_a_huge_request_does_not_hold_back_a_small_one_behind_it():
-    recorder = Recorder()
-    huge, small = requests_of([100, 3])
-
-    results = run_concurrently(MicroBatcher(recorder, max_batch_size=10, max_wait_ms=0), [huge, small])
-
-    assert results == [expected_scores(huge), expected_scores(small)]
-    # The huge request had one turn (10 queries), then the small one was scored in the second batch.
-    assert recorder.batches[0] == huge[:10]
-    assert recorder.batches[1][:3] == small
-
-
-def test_a_failing_batch_fails_only_its_own_requests():
-    recorder = Recorder(fail_on="0:0")
-    requests = requests_of([1, 2, 2])
-
-    results = run_concurrently(MicroBatcher(recorder, max_batch_size=1, max_wait_ms=0), requests)
-
-    assert isinstance(results[0], RuntimeError) and "cannot score '0:0'" in str(results[0])
-    assert results[1:] == [expected_scores(request) for request in requests[1:]]
-
-
-def test_a_lone_request_waits_max_wait_ms_for_company_then_is_scored():
+def test_a_lone_request_is_scored_at_once_without_waiting_for_company():
     recorder = Recorder()
 
     async def main():
-        batcher = MicroBatcher(recorder, max_batch_size=64, max_wait_ms=100)
+        batcher = ContinuousBatcher(recorder, max_batch_tokens=8192)
         batcher.start()
         start = time.perf_counter()
-        scores = await batcher.score(["0:1", "0:2"])
+        scores = await batcher.score([[1, 2], [2]])
         await batcher.close()
         return scores, time.perf_counter() - start
 
     scores, seconds = asyncio.run(main())
 
-    assert scores == [1.0, 2.0] and recorder.batches == [["0:1", "0:2"]]
-    assert 0.09 <= seconds < 5
+    assert scores == [1.0, 2.0] and recorder.passes == [[[2], [1, 2]]]
+    assert seconds < 0.5
+
+
+def test_a_huge_request_does_not_hold_back_a_small_one_behind_it():
+    recorder = Recorder()
+    huge, small = requests_of([100, 3], length=lambda r, i: 1)
+
+    batcher = ContinuousBatcher(recorder, max_batch_tokens=10, max_batch_size=10, max_round_tokens=20)
+    results = run_concurrently(batcher, [huge, small])
+
+    assert results == [expected_scores(huge), expected_scores(small)]
+    # The huge request had one round (20 sequences), then the small one came in the second.
+    first_ids = [ids[0] for batch in recorder.passes for ids in batch]
+    assert first_ids.index(100) < 40 and set(first_ids[:20]) == set(range(20))
+
+
+def test_a_failing_pass_fails_only_the_request_whose_query_fails():
+    recorder = Recorder(fail_on=0)
+    requests = requests_of([1, 2, 2], length=lambda r, i: 1)
+
+    results = run_concurrently(ContinuousBatcher(recorder, max_batch_tokens=64), requests)
+
+    assert isinstance(results[0], RuntimeError) and "cannot score 0" in str(results[0])
+    assert results[1:] == [expected_scores(request) for request in requests[1:]]
+
+
+def test_a_request_whose_caller_has_gone_is_dropped_unscored():
+    recorder = Recorder(seconds=0.3)
+
+    async def main():
+        batcher = ContinuousBatcher(recorder, max_batch_tokens=64)
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.score([[1]]))  # holds the worker for 0.3 s
+        await asyncio.sleep(0.05)
+        abandoned = asyncio.ensure_future(batcher.score([[7]] * 50))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()
+        scores = await busy
+        kept = await batcher.score([[2]])
+        await batcher.close()
+        return scores, kept, batcher.dropped
+
+    scores, kept, dropped = asyncio.run(main())
+
+    assert scores == [1.0] and kept == [2.0]
+    assert dropped == 50 and all(ids != [7] for batch in recorder.passes for ids in batch)
 
 
 def test_the_event_loop_keeps_running_while_the_model_computes():
     async def main():
-        batcher = MicroBatcher(Recorder(seconds=0.5), max_batch_size=4, max_wait_ms=0)
+        batcher = ContinuousBatcher(Recorder(seconds=0.5), max_batch_tokens=64)
         batcher.start()
-        scoring = asyncio.ensure_future(batcher.score(["0:1"]))
+        scoring = asyncio.ensure_future(batcher.score([[1]]))
         ticks = 0
         while not scoring.done():
             await asyncio.sleep(0.01)
@@ -144,18 +167,21 @@ def test_the_event_loop_keeps_running_while_the_model_computes():
     assert asyncio.run(main()) >= 10
 
 
-def test_empty_request_needs_no_batch():
+def test_empty_request_needs_no_pass():
     recorder = Recorder()
 
-    assert run_concurrently(MicroBatcher(recorder, max_batch_size=4, max_wait_ms=0), [[]]) == [[]]
-    assert recorder.batches == []
+    assert run_concurrently(ContinuousBatcher(recorder, max_batch_tokens=64), [[]]) == [[]]
+    assert recorder.passes == []
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"max_batch_size": 0}, r"max_batch_size \(--max-batch-size\) must be >= 1, got 0"),
-        ({"max_wait_ms": -1}, r"max_wait_ms \(--max-wait-ms\) must be a finite number >= 0, got -1"),
+        ({"max_batch_tokens": 0}, r"max_batch_tokens \(--max-batch-tokens\) must be >= 1, got 0"),
+        ({"backend": "onnx"}, r"backend \(--backend\) must be one of torch, int8, got 'onnx'"),
+        ({"empty_score": math.nan}, r"empty_score \(--empty-score\): empty_score must be a finite number"),
+        ({"max_repeated_share": 1.5}, r"max_repeated_share \(--max-repeated-share\): .* in \[0, 1\)"),
         ({"max_queries_per_request": 0}, r"max_queries_per_request \(--max-queries-per-request\) must be >= 1"),
         ({"max_body_bytes": 0}, r"max_body_bytes \(--max-body-bytes\) must be >= 1"),
         ({"port": 70000}, r"port \(--port\) must be in 0..65535, got 70000"),
@@ -200,7 +226,8 @@ def test_qrm_dispatches_to_serve(capsys):
 
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "--max-batch-size" in out and "--max-wait-ms" in out and "(default: 127.0.0.1)" in out
+    assert "--max-batch-size" in out and "--max-batch-tokens" in out and "(default: 127.0.0.1)" in out
+    assert "--no-length-guard" in out and "--backend {torch,int8}" in out
 
 
 def test_bad_flag_is_a_usage_error_naming_it(saved_model_dir, capsys):
@@ -274,7 +301,7 @@ def scorer(saved_model_dir) -> QueryScorer:
 @pytest.fixture(scope="module")
 def server(saved_model_dir, tmp_path_factory) -> str:
     """The URL of a server with small batches and limits, shared by the module's HTTP tests."""
-    flags = ["--max-batch-size", "8", "--max-wait-ms", "20", "--max-queries-per-request", "50"]
+    flags = ["--max-batch-size", "8", "--max-batch-tokens", "256", "--max-queries-per-request", "50"]
     flags += ["--max-body-bytes", "20000"]
     with running_server(saved_model_dir, tmp_path_factory.mktemp("serve") / "server.log", *flags) as (url, _):
         yield url
@@ -319,6 +346,70 @@ def test_get_reward_answers_openrlhf_without_the_prompt(server, scorer):
     assert whole == pytest.approx(scorer.score(body["query"]), abs=1e-6)
 
 
+# Completions a policy may write, empty-looking ones included: each must get one reward wherever it is computed.
+COMPLETIONS = [
+    "how do owls hunt ?",
+    "",
+    "   \n",
+    "\u200b",
+    "\ufffd",
+    "\x00",
+    "\ud800",
+    " what is the capital of france\n",
+    "why " * 600,
+    "owls hunt",
+]
+
+
+@pytest.mark.slow
+def test_server_and_trl_function_give_the_same_reward_for_the_same_completion(server, scorer):
+    local = make_reward_function(scorer)(prompts=["p"] * len(COMPLETIONS), completions=COMPLETIONS)
+    empty = [1, 2, 3, 4, 5, 6]
+    assert [local[i] for i in empty] == [0.0] * len(empty)
+    # The length guard: 600 words, far over max_length, earn that fraction of the truncated text's score.
+    [tokens] = scorer.token_counts(["why " * 600])
+    assert tokens > 600 > scorer.max_length
+    assert local[8] == pytest.approx(scorer.score(["why " * 600])[0] * scorer.max_length / tokens)
+
+    prompts = [f"<|user|>query {i}<|assistant|>" for i in range(len(COMPLETIONS))]
+    body = {"query": [p + c for p, c in zip(prompts, COMPLETIONS, strict=True)], "prompts": prompts}
+    status, answer = http("POST", server + "/get_reward", body)
+    assert status == 200 and answer["rewards"] == pytest.approx(local, abs=1e-6)
+    # A response that is only the prompt, or the prompt and whitespace, is empty too.
+    echoed = {"query": [prompts[0], prompts[0] + " \n"], "prompts": [prompts[0]] * 2}
+    assert http("POST", server + "/get_reward", echoed)[1]["rewards"] == [0.0, 0.0]
+
+    remote = make_reward_function(server)(prompts=["p"] * len(COMPLETIONS), completions=COMPLETIONS)
+    assert remote == pytest.approx(local, abs=1e-6)
+    assert QueryScorerClient(server).rewards(COMPLETIONS) == pytest.approx(local, abs=1e-6)
+    rule = {"empty_score": -1.0, "length_guard": False, "max_repeated_share": 0.5}
+    status, answer = http("POST", server + "/score", {"queries": COMPLETIONS, "reward_rule": rule})
+    strict = make_reward_function(scorer, empty_score=-1.0, length_guard=False, max_repeated_share=0.5)
+    assert status == 200 and answer["rewards"] == pytest.approx(strict(prompts=[], completions=COMPLETIONS), abs=1e-6)
+    assert answer["rewards"][8] == -1.0  # "why why why ...": repeated
+
+
+@pytest.mark.slow
+def test_a_client_that_gives_up_leaves_no_work_behind(server, scorer):
+    """A request whose client timed out is dropped from the queue instead of being scored for nobody."""
+    queries = [f"{QUERIES[i % 4]} {i}" for i in range(50)]
+    before = http("GET", server + "/info")[1]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        # Many requests at once, each client gone after 50 ms: most are still queued when they leave.
+        futures = [pool.submit(http, "POST", server + "/score", {"queries": queries}, None, 0.05) for _ in range(40)]
+        for future in futures:
+            with contextlib.suppress(OSError):
+                future.result()
+    deadline = time.monotonic() + 30
+    while (info := http("GET", server + "/info")[1])["queued"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert info["dropped"] > before["dropped"]
+    assert info["queries"] - before["queries"] < 40 * len(queries)
+    assert http("POST", server + "/score", {"queries": QUERIES})[1]["scores"] == pytest.approx(
+        scorer.score(QUERIES), abs=1e-6
+    )
+
+
 @pytest.mark.slow
 def test_health_and_info_describe_the_served_model(server, scorer, saved_model_dir):
     assert http("GET", server + "/health") == (200, {"status": "ok"})
@@ -329,7 +420,8 @@ def test_health_and_info_describe_the_served_model(server, scorer, saved_model_d
     assert info["model"] == str(saved_model_dir) and info["revision"] is None
     assert info["max_length"] == scorer.max_length
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
-    assert info["max_batch_size"] == 8 and info["max_wait_ms"] == 20
+    assert info["max_batch_size"] == 8 and info["max_batch_tokens"] == 256 and info["backend"] == "torch"
+    assert info["reward_rule"] == {"empty_score": 0.0, "length_guard": True, "max_repeated_share": None}
     assert info["qrm_hf_version"]
 
 
@@ -347,6 +439,8 @@ BAD_REQUESTS = [
     ("/get_reward", b'{"prompts": ["p"]}', 422, "missing field 'query'"),
     ("/get_reward", b'{"query": [["owls"]]}', 422, "query[0] is array, not a string"),
     ("/get_reward", b'{"query": ["a", "b"], "prompts": ["p"]}', 422, "'prompts' has 1 items but 'query' has 2"),
+    ("/score", b'{"queries": ["a"], "reward_rule": {"empty": 1}}', 422, "reward_rule has unknown keys ['empty']"),
+    ("/score", b'{"queries": ["a"], "reward_rule": {"empty_score": "x"}}', 422, "empty_score must be a finite"),
 ]
 
 
@@ -436,10 +530,11 @@ def test_server_still_answers_after_bad_requests(server, scorer):
 @pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(saved_model_dir, scorer, tmp_path):
     log = tmp_path / "server.log"
-    # A long wait keeps the request in the batcher's queue while the signal arrives.
-    with running_server(saved_model_dir, log, "--max-wait-ms", "3000") as (url, process):
+    # Small passes and rounds keep most of a large request in the batcher's queue while the signal arrives.
+    queries = [QUERIES[i % 4] + f" number {i}" for i in range(3000)]
+    with running_server(saved_model_dir, log, "--max-batch-tokens", "32") as (url, process):
         with ThreadPoolExecutor(max_workers=1) as pool:
-            in_flight = pool.submit(http, "POST", url + "/score", {"queries": QUERIES})
+            in_flight = pool.submit(http, "POST", url + "/score", {"queries": queries})
             deadline = time.monotonic() + 30
             while http("GET", url + "/info")[1]["queued"] == 0:
                 assert time.monotonic() < deadline, "the request never reached the queue"
@@ -449,7 +544,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(saved_model_dir, sco
         assert process.wait(timeout=60) == 0, log.read_text()
 
     assert status == 200
-    assert answer["scores"] == pytest.approx(scorer.score(QUERIES), abs=1e-6)
+    assert answer["scores"] == pytest.approx(scorer.score(queries), abs=1e-6)
     assert "Traceback" not in log.read_text()
     with pytest.raises(OSError):
         http("GET", url + "/health", timeout=5)

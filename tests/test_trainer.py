@@ -38,6 +38,26 @@ def test_biases_and_norms_skip_weight_decay_and_every_parameter_is_optimized(mak
     assert sorted(sum(grouped.values(), [])) == sorted(names.values())
 
 
+def test_layer_wise_decay_lowers_the_learning_rate_layer_by_layer(make_tiny_model, tmp_path):
+    """The tiny ModernBERT has 2 layers: the top one at the learning rate, the one below at 0.5x, the
+    embeddings at 0.25x; the head keeps its own multiplier, and every parameter is still optimized once."""
+    model = make_tiny_model(num_hidden_layers=1)
+    groups, _ = optimizer_groups(model, tmp_path, learning_rate=1e-4, head_lr_multiplier=10.0, layer_lr_decay=0.5)
+    lr_of = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups.values():
+        for parameter in group["params"]:
+            lr_of[names[id(parameter)]] = group["lr"]
+    assert lr_of["encoder.layers.1.attn.Wqkv.weight"] == pytest.approx(1e-4)
+    assert lr_of["encoder.final_norm.weight"] == pytest.approx(1e-4)
+    assert lr_of["encoder.layers.0.attn.Wqkv.weight"] == pytest.approx(5e-5)
+    assert lr_of["encoder.embeddings.tok_embeddings.weight"] == pytest.approx(2.5e-5)
+    assert all(lr == pytest.approx(1e-3) for name, lr in lr_of.items() if name.startswith("head."))
+    assert sorted(lr_of) == sorted(names.values())
+    with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\], got 1.5"):
+        QRMTrainingArguments(output_dir=str(tmp_path), layer_lr_decay=1.5)
+
+
 def test_adam_settings_stay_stock(make_tiny_model, tmp_path):
     groups, _ = optimizer_groups(make_tiny_model(), tmp_path, adam_beta1=0.85, adam_beta2=0.99)
     assert groups["head"]["betas"] == (0.85, 0.99)

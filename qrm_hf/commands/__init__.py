@@ -2,6 +2,7 @@
 
     qrm search --config cpu        qrm predict --model FOLDER "how do owls hunt ?"
     qrm report --storage URL ...   qrm push FOLDER org/name     qrm serve --model FOLDER     qrm env
+    qrm probe --model FOLDER
 
 `qrm --help` lists the subcommands from the table below without importing any of them, and each subcommand
 imports torch and transformers only inside its `main`, so every `--help` answers at once.
@@ -19,7 +20,8 @@ COMMANDS = {
     "predict": "Score queries with a saved reward model (arguments, a file or stdin).",
     "report": "Rebuild a study's report.md and plots from its Optuna storage.",
     "push": "Upload a saved reward model folder, with its card, to the Hugging Face Hub.",
-    "serve": "Serve a reward model over HTTP with micro-batching (OpenRLHF-compatible /get_reward).",
+    "serve": "Serve a reward model over HTTP with continuous batching (OpenRLHF-compatible /get_reward).",
+    "probe": "Measure how gameable the reward is: degenerate rewrites of real queries, per reward rule.",
     "env": "Print versions, device and CUDA/bf16 availability, for bug reports.",
 }
 

@@ -1,7 +1,8 @@
-"""`qrm serve`: serve a reward model over HTTP with micro-batching (OpenRLHF-compatible /get_reward).
+"""`qrm serve`: serve a reward model over HTTP with continuous batching (OpenRLHF-compatible /get_reward).
 
     qrm serve --model runs/quickstart/final_model --port 8000
-    qrm serve --model your-org/query-reward --host 0.0.0.0 --max-batch-size 128 --max-wait-ms 5 --dtype bfloat16
+    qrm serve --model your-org/query-reward --host 0.0.0.0 --max-batch-tokens 16384 --dtype bfloat16
+    qrm serve --model runs/quickstart/final_model --backend int8   # a faster CPU
     python -m qrm_hf.commands.serve --model runs/quickstart/final_model
 
 Flags and their defaults are the fields of `qrm_hf.serve.ServeConfig`; torch, transformers, fastapi and uvicorn
@@ -14,7 +15,18 @@ import argparse
 import dataclasses
 import sys
 
-from ..serve import DTYPES, LOG_LEVELS, ServeConfig, serve
+from ..serve_config import BACKENDS, DTYPES, LOG_LEVELS, ServeConfig
+
+
+def optional_float(text: str) -> float | None:
+    """A number, or `none` (the field's None)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
+
 
 # Flag -> argparse type and choices; help and default come from the ServeConfig field of the same name.
 FLAGS: dict[str, dict] = {
@@ -22,10 +34,14 @@ FLAGS: dict[str, dict] = {
     "revision": {"type": str},
     "host": {"type": str},
     "port": {"type": int},
-    "max_batch_size": {"type": int},
-    "max_wait_ms": {"type": float},
     "device": {"type": str},
     "dtype": {"type": str, "choices": DTYPES},
+    "backend": {"type": str, "choices": BACKENDS},
+    "max_batch_tokens": {"type": int},
+    "max_batch_size": {"type": int},
+    "empty_score": {"type": optional_float},
+    "length_guard": {"action": argparse.BooleanOptionalAction},
+    "max_repeated_share": {"type": optional_float},
     "max_queries_per_request": {"type": int},
     "max_body_bytes": {"type": int},
     "log_level": {"type": str, "choices": LOG_LEVELS},
@@ -36,7 +52,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qrm serve",
         description="Serve a query reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), "
-        "GET /health, GET /info. Concurrent requests are scored together in micro-batches.",
+        "GET /health, GET /info. Whenever the model is free it scores every query waiting, across requests, "
+        "in length-sorted passes capped by --max-batch-tokens.",
         epilog="Stop it with SIGTERM or Ctrl-C: requests in flight are answered first.",
     )
     fields = {field.name: field for field in dataclasses.fields(ServeConfig)}
@@ -67,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot load --model {config.model}: {error}", file=sys.stderr)
         return 2
+    from ..scoring import resolve_device
+
+    # The device too, so that `--device cuda` without a GPU never prints "Uvicorn running" after its error.
+    try:
+        if config.backend == "int8" and config.device not in (None, "cpu"):
+            raise ValueError(f"--backend int8 runs on the CPU only, not on --device {config.device}")
+        resolve_device(config.device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from ..serve import serve
+
     try:
         return serve(config)
     except ImportError as error:

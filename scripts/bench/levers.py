@@ -1,10 +1,10 @@
-"""Model levers on real data: encoder dropout and the loss, each measured on the plain fine-tune of the packaged
-MiniLM (full train split, early stopping and best epoch on dev, test scored once), side by side in one run.
+"""Model and training levers on real data, each one change to the plain fine-tune of the packaged MiniLM (early
+stopping and best epoch on dev, test scored once), side by side in one run.
 
-    python scripts/bench/levers.py --variants 1 --output results/levers.json
+    python scripts/bench/levers.py --max-train-samples 4000 --variants 0 2 3 4 5 --output results/levers.json
 
-Variant 0 is the plain fine-tune of scripts/bench/quality.py (column A), so `--variants 1` beside a quality run
-measures encoder dropout at otherwise equal settings.
+Variant 0 is the plain fine-tune of scripts/bench/quality.py (column A: encoder dropout 0); the others change
+one thing each. A lever counts on dev only: the test column is for the record.
 
 Each variant goes through the pipeline's own final stage (`qrm_hf.final.train_final`), so what is measured is
 what ships. Printed per variant: dev MSE of the kept epoch, test MSE / MAE / Pearson, accuracy at 0.8 and at
@@ -26,14 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 from _quality import DEFAULT_DATA, PLAIN_FINETUNE, train_fixed  # noqa: E402
 
-LINEAR = {"num_hidden_layers": 0}
 MLP = {"num_hidden_layers": 1, "hidden_dim_ratio": 0.5, "activation": "gelu", "use_layer_norm": True}
+# Each a change to the plain fine-tune (column A of quality.py: linear head, encoder dropout 0), one at a time.
 VARIANTS = {
-    "linear head, encoder dropout default (0.1)": {**LINEAR, "encoder_dropout": None},
-    "linear head, encoder dropout 0": {**LINEAR, "encoder_dropout": 0.0},
-    "MLP head, encoder dropout default (0.1)": {**MLP, "encoder_dropout": None},
-    "MLP head, encoder dropout 0": {**MLP, "encoder_dropout": 0.0},
-    "linear head, encoder dropout 0, bce loss": {**LINEAR, "encoder_dropout": 0.0, "loss": "bce"},
+    "plain fine-tune, encoder dropout 0": {},
+    "encoder dropout as shipped (0.1)": {"encoder_dropout": None},
+    "bce loss": {"loss": "bce"},
+    "cosine schedule": {"scheduler": "cosine"},
+    "layer-wise learning-rate decay 0.8": {"layer_lr_decay": 0.8},
+    "3 epochs instead of 2": {"num_epochs": 3},
+    "MLP head": MLP,
+    "warmup 0.1": {"warmup_ratio": 0.1},
 }
 
 

@@ -1,0 +1,221 @@
+"""Continuous batching for the HTTP scorer: whenever the model is free, score what is waiting, at once.
+
+Requests arrive as token ids (tokenized off the event loop by the server). The worker never waits for a batch
+to fill while the model is idle: each round takes every waiting query (up to `max_round_tokens`; requests take
+turns beyond that), sorts them by length, and scores them in forward passes of at most `max_batch_tokens`
+padded tokens and `max_batch_size` queries, so queries of similar length share a pass and padding stays small
+(as text-embeddings-inference caps its batches by tokens). A request whose caller has gone is dropped before
+its queries are scored; a pass that fails is retried request by request, so one bad query fails only its own
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+# uvicorn configures this logger: the batcher's lines print beside the server's own.
+logger = logging.getLogger("uvicorn.error")
+
+ScoreIds = Callable[[list[list[int]]], Sequence[float]]
+
+
+@dataclass(eq=False)
+class _Request:
+    """One caller's token-id sequences on their way through the batcher, and the scores that come back."""
+
+    encoded: list[list[int]]
+    future: asyncio.Future
+    taken: int = 0  # sequences handed to rounds so far
+    scored: int = 0  # sequences whose scores came back
+    scores: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scores = [0.0] * len(self.encoded)
+
+    @property
+    def gone(self) -> bool:
+        """Answered, failed or cancelled (its caller disconnected): nothing more to score for it."""
+        return self.future.done()
+
+
+def plan_passes(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group sequence indices into forward passes: sorted by length, each pass at most `max_batch_size`
+    sequences and `max_batch_tokens` padded tokens (its count times its longest); a sequence longer than the
+    budget gets a pass of its own.
+
+    Example:
+        >>> plan_passes([5, 30, 6, 29], max_batch_tokens=64, max_batch_size=8)
+        [[0, 2], [3, 1]]
+    """
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[index]  # sorted ascending: the newcomer is the longest of its pass
+        if current and (len(current) >= max_batch_size or longest * (len(current) + 1) > max_batch_tokens):
+            passes.append(current)
+            current = []
+        current.append(index)
+    if current:
+        passes.append(current)
+    return passes
+
+
+class ContinuousBatcher:
+    """Score token-id sequences for many concurrent callers on one worker thread (see the module docstring).
+
+    Example:
+        >>> batcher = ContinuousBatcher(scorer.score_ids, max_batch_tokens=8192)  # doctest: +SKIP
+        >>> batcher.start()  # in the running event loop  # doctest: +SKIP
+        >>> await batcher.score(scorer.encode(["how do owls hunt ?"]))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        score_ids: ScoreIds,
+        max_batch_tokens: int = 8192,
+        max_batch_size: int = 256,
+        max_round_tokens: int | None = None,
+    ) -> None:
+        for name, value in (("max_batch_tokens", max_batch_tokens), ("max_batch_size", max_batch_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.score_ids = score_ids
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_round_tokens = max_round_tokens or 8 * max_batch_tokens
+        self.batches = 0  # forward passes run so far
+        self.queries = 0  # sequences scored so far
+        self.dropped = 0  # sequences dropped because their caller had gone
+        self._line: collections.deque[_Request] = collections.deque()
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        # One thread: the model never runs twice at once, and the event loop never waits on it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrm-scorer")
+
+    @property
+    def queued(self) -> int:
+        """Sequences waiting for a round."""
+        return sum(len(request.encoded) - request.taken for request in self._line if not request.gone)
+
+    def start(self) -> None:
+        """Start the worker; call from inside the running event loop."""
+        if self._task is None:
+            self._arrived = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="qrm-continuous-batcher")
+
+    async def close(self) -> None:
+        """Stop the worker; requests still waiting get a RuntimeError."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._line:
+            request = self._line.popleft()
+            if not request.gone:
+                request.future.set_exception(RuntimeError("the scorer is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def score(self, encoded: Sequence[list[int]]) -> list[float]:
+        """Scores of `encoded` (token-id sequences), in order. Cancelling the awaiting task (a caller that
+        disconnected) drops the sequences not yet scored."""
+        if self._task is None:
+            raise RuntimeError("ContinuousBatcher.start() must be called before score()")
+        if not encoded:
+            return []
+        request = _Request(list(encoded), asyncio.get_running_loop().create_future())
+        self._line.append(request)
+        self._arrived.set()
+        return await request.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._line:
+                self._arrived.clear()
+                await self._arrived.wait()
+            parts = self._take_round()
+            if not parts:
+                continue
+            sequences = [request.encoded[start + offset] for request, start, count in parts for offset in range(count)]
+            owners = [(request, start + offset) for request, start, count in parts for offset in range(count)]
+            passes = plan_passes([len(ids) for ids in sequences], self.max_batch_tokens, self.max_batch_size)
+            for indices in passes:
+                live = [index for index in indices if not owners[index][0].gone]
+                self.dropped += len(indices) - len(live)
+                if not live:
+                    continue
+                try:
+                    scores = await loop.run_in_executor(
+                        self._executor, self._score_checked, [sequences[index] for index in live]
+                    )
+                except Exception:
+                    logger.warning("a forward pass of %d queries failed: scoring its requests one by one", len(live))
+                    await self._score_alone(loop, live, sequences, owners)
+                    continue
+                self._deliver(live, scores, owners)
+
+    def _score_checked(self, sequences: list[list[int]]) -> list[float]:
+        scores = list(self.score_ids(sequences))
+        if len(scores) != len(sequences):
+            raise RuntimeError(f"score_ids returned {len(scores)} scores for {len(sequences)} sequences")
+        return scores
+
+    async def _score_alone(self, loop, live, sequences, owners) -> None:
+        """After a failed pass: each request's sequences of that pass on their own, so only a request whose own
+        queries fail gets the error."""
+        by_request: dict[_Request, list[int]] = {}
+        for index in live:
+            by_request.setdefault(owners[index][0], []).append(index)
+        for request, indices in by_request.items():
+            if request.gone:
+                continue
+            try:
+                scores = await loop.run_in_executor(
+                    self._executor, self._score_checked, [sequences[index] for index in indices]
+                )
+            except Exception as error:
+                logger.error("scoring a request failed: %s: %s", type(error).__name__, error)
+                request.future.set_exception(error)
+                continue
+            self._deliver(indices, scores, owners)
+
+    def _deliver(self, indices: list[int], scores: Sequence[float], owners) -> None:
+        self.batches += 1
+        self.queries += len(indices)
+        for index, score in zip(indices, scores, strict=True):
+            request, position = owners[index]
+            if request.gone:
+                continue
+            request.scores[position] = score
+            request.scored += 1
+            if request.scored == len(request.encoded):
+                request.future.set_result(request.scores)
+
+    def _take_round(self) -> list[tuple[_Request, int, int]]:
+        """What waits, oldest request first, up to `max_round_tokens` tokens, as (request, start, count); a
+        request cut off goes to the back of the line, so a huge one cannot hold back the small ones."""
+        parts: list[tuple[_Request, int, int]] = []
+        tokens = 0
+        while self._line and tokens < self.max_round_tokens:
+            request = self._line.popleft()
+            if request.gone:
+                self.dropped += len(request.encoded) - request.taken
+                continue
+            start = request.taken
+            while request.taken < len(request.encoded) and (tokens < self.max_round_tokens or request.taken == start):
+                tokens += len(request.encoded[request.taken])
+                request.taken += 1
+            parts.append((request, start, request.taken - start))
+            if request.taken < len(request.encoded):
+                self._line.append(request)
+        return parts
+
+
+__all__ = ["ContinuousBatcher", "plan_passes"]

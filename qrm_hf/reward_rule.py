@@ -1,0 +1,151 @@
+"""The reward rule: how a policy's text becomes a reward, the same wherever the reward is computed.
+
+The TRL reward function (in-process or remote), `POST /get_reward`, `POST /score` with a `reward_rule`, and
+`QueryScorerClient.rewards` all call [`RewardRule.rewards`], so one completion gets one reward everywhere:
+
+- text with no visible character (empty, whitespace, zero-width or control characters, U+FFFD) gets
+  `empty_score` without running the model: the model's score of the empty string beats many real queries;
+- the length guard (on by default) scales the score of text longer than the model's `max_length` tokens by
+  `max_length / tokens`: the model sees only the first `max_length` tokens, so without it anything appended
+  after a good prefix would be free;
+- the repetition guard (`max_repeated_share`, off by default) gives `empty_score` (0 when that is None) to text
+  in which more than that share of the words and symbols repeat an earlier one ("what what what", "? ? ? ?",
+  a query twice).
+
+Standard library only, so a rollout worker with the client alone can build and send a rule.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# Characters that show nothing: format (zero-width space, joiners, BOM), controls (NUL), surrogates, private use,
+# unassigned, and the replacement character left by text that was not valid UTF-8.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+_REPLACEMENT = "\ufffd"
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+# (scores, token counts) of texts: what the rule needs from a model, in-process or behind a server.
+ScoreAndCount = Callable[[list[str]], tuple[Sequence[float], Sequence[int]]]
+
+
+def has_visible_character(text: str) -> bool:
+    """Whether `text` shows anything: a character that is not whitespace, not invisible, not U+FFFD.
+
+    Example:
+        >>> has_visible_character("\\u200b \\x00\\ufffd"), has_visible_character(" owls ")
+        (False, True)
+    """
+    return any(
+        not char.isspace() and char != _REPLACEMENT and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
+        for char in text
+    )
+
+
+def repeated_share(text: str) -> float:
+    """The share of words and symbols (case-folded) that repeat an earlier one: 0 for all distinct.
+
+    Example:
+        >>> repeated_share("how do owls hunt ?"), repeated_share("what what what what")
+        (0.0, 0.75)
+    """
+    words = _WORDS.findall(text.casefold())
+    return 1.0 - len(set(words)) / len(words) if words else 0.0
+
+
+def without_prompt(query: str, prompt: str) -> str:
+    """What the policy wrote: `query` (OpenRLHF sends prompt + response) without the `prompt` it starts with."""
+    return query[len(prompt) :] if prompt and query.startswith(prompt) else query
+
+
+@dataclass(frozen=True)
+class RewardRule:
+    """How scores become rewards; the same fields configure `make_reward_function`, `qrm serve` and requests.
+
+    Example:
+        >>> rule = RewardRule(empty_score=0.0, max_repeated_share=0.5)
+        >>> rule.rewards(["", "how do owls hunt ?"], lambda texts: ([0.9] * len(texts), [7] * len(texts)), 64)
+        [0.0, 0.9]
+    """
+
+    empty_score: float | None = 0.0
+    length_guard: bool = True
+    max_repeated_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.empty_score is not None and (
+            isinstance(self.empty_score, bool)
+            or not isinstance(self.empty_score, (int, float))
+            or not math.isfinite(self.empty_score)
+        ):
+            raise ValueError(f"empty_score must be a finite number or None, got {self.empty_score!r}")
+        if not isinstance(self.length_guard, bool):
+            raise ValueError(f"length_guard must be true or false, got {self.length_guard!r}")
+        share = self.max_repeated_share
+        if share is not None and (
+            isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0
+        ):
+            raise ValueError(f"max_repeated_share must be a number in [0, 1) or None, got {share!r}")
+
+    @classmethod
+    def from_dict(cls, values: Any) -> RewardRule:
+        """A rule from a JSON object (a request's `reward_rule`); unknown keys are refused by name."""
+        if not isinstance(values, dict):
+            raise ValueError(f"reward_rule must be an object of {sorted(cls.field_names())}, got {values!r}")
+        unknown = sorted(set(values) - cls.field_names())
+        if unknown:
+            raise ValueError(f"reward_rule has unknown keys {unknown}; known: {sorted(cls.field_names())}")
+        return cls(**values)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {field.name for field in fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def is_empty(self, text: str) -> bool:
+        """Whether `text` counts as writing nothing (scored `empty_score` when that is not None)."""
+        return self.empty_score is not None and not has_visible_character(text)
+
+    def rewards(self, texts: Sequence[str], score_and_count: ScoreAndCount, max_length: int) -> list[float]:
+        """The reward of each text, in order. `score_and_count` scores the texts that need the model and counts
+        their tokens (special tokens included, as the model's `max_length` counts them)."""
+        texts = [text.strip() for text in texts]
+        written = self.to_score(texts)
+        scores, counts = score_and_count([texts[index] for index in written]) if written else ([], [])
+        return self.finish(texts, written, scores, counts, max_length)
+
+    def to_score(self, texts: Sequence[str]) -> list[int]:
+        """The indices of the texts the model must score: those that are not empty."""
+        return [index for index, text in enumerate(texts) if not self.is_empty(text)]
+
+    def finish(
+        self,
+        texts: Sequence[str],
+        written: Sequence[int],
+        scores: Sequence[float],
+        counts: Sequence[int],
+        max_length: int,
+    ) -> list[float]:
+        """Rewards of all `texts` from the scores and token counts of the `written` ones (see `to_score`)."""
+        rewards = [float(self.empty_score or 0.0)] * len(texts)
+        for index, score, count in zip(written, scores, counts, strict=True):
+            rewards[index] = self.adjust(texts[index].strip(), float(score), int(count), max_length)
+        return rewards
+
+    def adjust(self, text: str, score: float, tokens: int, max_length: int) -> float:
+        """One text's reward from its model score and token count: the guards applied."""
+        if self.max_repeated_share is not None and repeated_share(text) > self.max_repeated_share:
+            return float(self.empty_score or 0.0)
+        if self.length_guard and tokens > max_length:
+            score *= max_length / tokens
+        return score
+
+
+__all__ = ["RewardRule", "ScoreAndCount", "has_visible_character", "repeated_share", "without_prompt"]

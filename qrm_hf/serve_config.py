@@ -1,0 +1,97 @@
+"""How `qrm serve` loads the model, where it listens, how it batches, what it accepts, and its reward rule.
+
+Standard library only, so `qrm serve --help` answers without torch or the serve extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .reward_rule import RewardRule
+
+DTYPES = ("float32", "bfloat16", "float16")
+BACKENDS = ("torch", "int8")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `qrm serve` loads the model, where it listens, how it batches and what it accepts.
+
+    Example:
+        >>> ServeConfig(model="runs/quickstart/final_model", max_batch_tokens=8192)  # doctest: +SKIP
+    """
+
+    # The model
+    model: str = field(metadata={"help": "A saved reward model folder or a Hub repo id."})
+    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub model."})
+    device: str | None = field(
+        default=None, metadata={"help": "cpu, cuda, cuda:1, mps... (default: the fastest available)."}
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": f"One of {', '.join(DTYPES)} (default: bfloat16 on a CUDA GPU that supports it, else float32)."
+        },
+    )
+    # Where it listens
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface)."})
+    port: int = field(default=8000, metadata={"help": "Port to listen on."})
+    backend: str = field(
+        default="torch",
+        metadata={"help": f"One of {', '.join(BACKENDS)}: int8 quantizes the Linear layers (CPU only)."},
+    )
+    # Continuous batching
+    max_batch_tokens: int = field(
+        default=8192,
+        metadata={"help": "Most padded tokens (queries x the longest) in one forward pass, across requests."},
+    )
+    max_batch_size: int = field(
+        default=256, metadata={"help": "Most queries in one forward pass, merged across requests."}
+    )
+    # The reward rule of /get_reward (and the default of /score's reward_rule)
+    empty_score: float | None = field(
+        default=0.0,
+        metadata={"help": "Reward of a completion with no visible character, without running the model."},
+    )
+    length_guard: bool = field(
+        default=True,
+        metadata={"help": "Scale the reward of text over the model's max_length tokens by max_length / tokens."},
+    )
+    max_repeated_share: float | None = field(
+        default=None,
+        metadata={"help": "Reward empty_score to text in which more than this share of words repeat (off)."},
+    )
+    # Limits: a request over them is refused with 413 before any scoring
+    max_queries_per_request: int = field(default=10_000, metadata={"help": "Most queries in one request."})
+    max_body_bytes: int = field(default=16 * 2**20, metadata={"help": "Largest request body in bytes."})
+    log_level: str = field(
+        default="info", metadata={"help": f"One of {', '.join(LOG_LEVELS)}; below info, no access log."}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model (--model) is required: a saved reward model folder or a Hub repo id")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype (--dtype) must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port (--port) must be in 0..65535, got {self.port}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend (--backend) must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("max_batch_tokens", "max_batch_size", "max_queries_per_request", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 1, got {getattr(self, name)}")
+        try:
+            self.rule()
+        except ValueError as error:
+            name = str(error).split(" ", 1)[0]
+            raise ValueError(f"{name} (--{name.replace('_', '-')}): {error}") from None
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level (--log-level) must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+
+    def rule(self) -> RewardRule:
+        """The reward rule of `/get_reward`, and of `/score` requests that ask for rewards without one."""
+        return RewardRule(self.empty_score, self.length_guard, self.max_repeated_share)
+
+
+__all__ = ["BACKENDS", "DTYPES", "LOG_LEVELS", "ServeConfig"]
