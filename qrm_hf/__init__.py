@@ -16,6 +16,7 @@ _EXPORTS = {
     "QueryRewardOutput": "modeling_qrm",
     "QueryScorer": "scoring",
     "QueryScorerClient": "client",
+    "RewardRule": "reward_rule",
     "RunConfig": "run_config",
     "SearchSpace": "search_space",
     "make_reward_function": "rewards",

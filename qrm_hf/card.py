@@ -8,7 +8,10 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-DATASET_ID = "google-research-datasets/google_wellformed_query"
+from .metrics.thresholds import PAPER_THRESHOLD
+from .run_config import DEFAULT_DATASET
+from .training_args import DEFAULT_MAX_LENGTH
+
 # The template ships inside the package (a link to the top-level model_card.md in a checkout).
 TEMPLATE_NAME = "model_card.md"
 # Metrics the Hub's model-index shows: test-metrics key -> (`evaluate` type name, label).
@@ -17,8 +20,8 @@ INDEXED_METRICS = {
     "mae": ("mae", "mae"),
     "pearson": ("pearsonr", "pearson"),
     "spearman": ("spearmanr", "spearman"),
-    "accuracy": ("accuracy", "accuracy (threshold 0.8, the paper's)"),
-    "f1": ("f1", "f1 (threshold 0.8, the paper's)"),
+    "accuracy": ("accuracy", f"accuracy (threshold {PAPER_THRESHOLD:g}, the paper's)"),
+    "f1": ("f1", f"f1 (threshold {PAPER_THRESHOLD:g}, the paper's)"),
     "accuracy_at_threshold": ("accuracy", "accuracy (threshold {threshold:g}, chosen on dev)"),
     "f1_at_threshold": ("f1", "f1 (threshold {threshold:g}, chosen on dev)"),
 }
@@ -31,12 +34,12 @@ def template_text() -> str:
 
 def eval_results(test_metrics: dict[str, Any]) -> list[EvalResult]:
     """The model-index entries: regression figures, and accuracy/F1 at 0.8 and at the dev-chosen threshold."""
-    threshold = test_metrics.get("decision_threshold", 0.8)
+    threshold = test_metrics.get("decision_threshold", PAPER_THRESHOLD)
     return [
         EvalResult(
             task_type="text-classification",
             task_name="Query wellformedness (regression)",
-            dataset_type=DATASET_ID,
+            dataset_type=DEFAULT_DATASET,
             dataset_name="Query wellformedness",
             dataset_split="test",
             metric_type=metric_type,
@@ -84,8 +87,8 @@ class QueryRewardCardData(ModelCardData):
         best_value: float | None = None,
         n_trials: int = 0,
         sampler: str = "tpe",
-        max_length: int = 128,
-        decision_threshold: float = 0.8,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        decision_threshold: float = PAPER_THRESHOLD,
         threshold_metric: str = "accuracy",
         method: str = "",
         probe: str = "",
@@ -95,7 +98,7 @@ class QueryRewardCardData(ModelCardData):
             model_name=model_name,
             license="cc-by-sa-4.0",
             base_model=base_model,
-            datasets=[DATASET_ID],
+            datasets=[DEFAULT_DATASET],
             language=["en"],
             tags=["reward-model", "regression", "query-wellformedness", "qrm_hf"],
             pipeline_tag="text-classification",

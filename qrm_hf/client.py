@@ -77,10 +77,10 @@ class QueryScorerClient:
     def classify(self, queries: Iterable[str], threshold: float | None = None) -> list[bool]:
         """Whether each query is well-formed: its score at or above `threshold` (default: the served model's
         `decision_threshold`)."""
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         scores = self.score(queries)
         cut = self.decision_threshold if threshold is None else float(threshold)
-        if not 0.0 <= cut <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         return [score >= cut for score in scores]
 
     def info(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .run_config import DEFAULT_DATASET
+from .training_args import DEFAULT_MAX_LENGTH
 
 if TYPE_CHECKING:  # datasets is imported where it is used, so the collator works without it (GPU benchmark)
     from datasets import DatasetDict
@@ -198,7 +199,7 @@ class QueryCollator:
     """
 
     tokenizer: PreTrainedTokenizerBase
-    max_length: int = 128
+    max_length: int = DEFAULT_MAX_LENGTH
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -156,6 +156,39 @@ def read_number(value: Any) -> Any:
     return value
 
 
+# Values no run can train with, by TrainingArguments field: (bound, whether the bound itself is allowed). A
+# learning rate of 0 trains nothing, a batch of 0 or an epoch count below 1 never reaches an evaluation.
+TRAINING_MINIMUMS: dict[str, tuple[float, bool]] = {
+    "learning_rate": (0.0, False),
+    "head_lr_multiplier": (0.0, False),
+    "per_device_train_batch_size": (1, True),
+    "per_device_eval_batch_size": (1, True),
+    "gradient_accumulation_steps": (1, True),
+    "num_train_epochs": (1, True),
+    "max_length": (2, True),
+    "weight_decay": (0.0, True),
+    "warmup_steps": (0.0, True),
+    "early_stopping_patience": (1, True),
+    "layer_lr_decay": (0.0, False),
+}
+TRAINING_MAXIMUMS: dict[str, tuple[float, bool]] = {"layer_lr_decay": (1.0, True)}
+
+
+def check_range(field: str, value: Any) -> Any:
+    """`value`, or ValueError when the TrainingArguments field `field` cannot train with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if field in TRAINING_MINIMUMS:
+        bound, inclusive = TRAINING_MINIMUMS[field]
+        if value < bound or (value == bound and not inclusive):
+            raise ValueError(f"{value!r} is not valid for {field}: it must be {'>=' if inclusive else '>'} {bound:g}")
+    if field in TRAINING_MAXIMUMS:
+        bound, inclusive = TRAINING_MAXIMUMS[field]
+        if value > bound or (value == bound and not inclusive):
+            raise ValueError(f"{value!r} is not valid for {field}: it must be {'<=' if inclusive else '<'} {bound:g}")
+    return value
+
+
 def check_value(name: str, value: Any) -> Any:
     """`value` for search-space parameter `name` (a head parameter, a TrainingArguments field or its alias) as
     the field takes it (a YAML 1.1 float string read as a number), or ValueError saying what the field takes.
@@ -168,7 +201,7 @@ def check_value(name: str, value: Any) -> Any:
             raise ValueError(str(error)) from None
         return value
     field = training_field(name)
-    return _typed(field, training_field_types()[field], value)
+    return check_range(field, _typed(field, training_field_types()[field], value))
 
 
 def _typed(field: str, annotation: Any, value: Any) -> Any:
@@ -193,7 +226,7 @@ def check_training(training: dict[str, Any]) -> dict[str, Any]:
             hint = alias or suggest(str(key), sorted(fields))
             raise ValueError(f"training.{key}: not a TrainingArguments field{hint}")
         try:
-            checked[key] = _typed(key, fields[key], value)
+            checked[key] = check_range(key, _typed(key, fields[key], value))
         except ValueError as error:
             raise ValueError(f"training.{key}: {error}") from None
     return checked
@@ -203,6 +236,7 @@ __all__ = [
     "MODEL_PARAMETERS",
     "TRAINING_ALIASES",
     "accepts",
+    "check_range",
     "check_training",
     "check_value",
     "describe",

@@ -1,10 +1,12 @@
 """The final model: the best values trained on all of train, selected and calibrated on dev, tested once.
 
 How the shipped model is made (results/BENCHMARKS.md, "Quality"): the best trial's values are trained on the
-whole training split with the trial's schedule; dev is evaluated after every epoch, early stopping applies, and
-the epoch with the lowest dev MSE is kept (transformers' `load_best_model_at_end`). Its dev predictions choose
-the decision threshold; the test split is scored once, at the end. The search may have seen fewer training
-rows (`search_train_samples`); this stage always trains on all of them.
+whole training split, with the trial's schedule or up to `final_max_epochs`; dev is evaluated after every epoch,
+early stopping applies, and the epoch with the lowest dev MSE is kept (transformers' `load_best_model_at_end`).
+With `soup_size` > 1 the next best trials of the same architecture are trained the same way and their weights
+averaged where dev says so (`qrm_hf.soup`). The shipped model's dev predictions choose the decision threshold;
+the test split is scored once, at the end. The search may have seen fewer training rows
+(`search_train_samples`); this stage always trains on all of them.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .card import QueryRewardCardData, write_model_card
-from .metrics import as_scores, choose_threshold, compute_metrics, score_metrics
+from .metrics import as_scores, choose_threshold, score_metrics
+from .model_files import save_reward_model
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
-from .search import RunBuilder, make_collator
 from .search_space import SearchSpace
 from .soup import Ingredient, greedy_soup, soup_key
-from .trainer import PerTrialEarlyStopping, QRMTrainer, best_epoch
+from .trainer import QRMTrainer, best_epoch
+from .training_run import RunBuilder, make_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -148,19 +151,7 @@ def fit_candidate(
         load_best_model_at_end=True,
         **epochs,
     )
-    callbacks = []
-    if args.early_stopping_patience is not None:
-        callbacks.append(PerTrialEarlyStopping(early_stopping_patience=args.early_stopping_patience))
-    trainer = QRMTrainer(
-        model=model,
-        args=args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["dev"],
-        data_collator=make_collator(tokenizer, args),
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-    )
+    trainer = make_trainer(args, tokenizer, tokenized, model=model)
     trainer.train()
     if trainer.is_world_process_zero():
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -249,15 +240,6 @@ def train_final(
     )
 
 
-def save_reward_model(model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
-    """Save model, tokenizer and remote code in one folder that `from_pretrained` reloads, with or without
-    qrm_hf installed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def save_final(
     model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path, card: QueryRewardCardData
 ) -> Path:
@@ -305,7 +287,6 @@ __all__ = [
     "fit_candidate",
     "push_folder",
     "save_final",
-    "save_reward_model",
     "soup_candidates",
     "train_final",
     "write_test_metrics",

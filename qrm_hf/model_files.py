@@ -1,5 +1,5 @@
-"""Model folders and Hub ids, checked before anything loads them: the encoder a run fine-tunes, and (through
-`scoring.check_reward_model`) the reward model a scorer, the prediction command or a reward function loads.
+"""Model folders and Hub ids: checked before anything loads them (the encoder a run fine-tunes, the reward model
+a scorer, the prediction command or a reward function loads), and a reward model saved as they expect it.
 
 Loading a bad folder fails late and says little: a truncated `model.safetensors` raises a bare SafetensorError, a
 missing folder is reported as a malformed Hub repo id, and an encoder folder without tokenizer files silently
@@ -138,6 +138,63 @@ def check_encoder(model: str, name_or_path: str | os.PathLike | None = None) -> 
     return config
 
 
+# Encoders whose position ids start after the padding index: two positions fewer than the config says.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "roberta-prelayernorm"}
+
+
+def encoder_positions(config: dict[str, Any]) -> int | None:
+    """The longest input, in tokens, that the encoder has positions for (None when its config does not say)."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int):
+        return None
+    return positions - 2 if config.get("model_type") in _OFFSET_POSITIONS else positions
+
+
+def check_max_length(max_length: int, config: dict[str, Any], model: str) -> None:
+    """EncoderError when a run's `max_length` exceeds the encoder's positions: every longer input would fail."""
+    positions = encoder_positions(config)
+    if positions is not None and max_length > positions:
+        raise EncoderError(
+            f"max_length {max_length} exceeds what --model {model} can read ({positions} positions, "
+            f"max_position_embeddings in its config): set max_length <= {positions}"
+        )
+
+
+def check_reward_model(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
+    """Return the path of the `config.json` of a query reward model, or raise saying what is missing.
+
+    Checked before loading because `from_pretrained` on another kind of model, on a missing folder or on an
+    interrupted save gives errors that do not say the real problem. A local folder must hold a config.json of
+    model_type `query_reward`, complete weights (`model.safetensors`) and a tokenizer; a path that does not exist
+    is reported as a missing folder, not as a malformed Hub repo id.
+    """
+    config_file = resolve_config_file(name_or_path, revision)
+    config = read_model_config(config_file)
+    model_type = config.get("model_type")
+    if model_type != REWARD_MODEL_TYPE:
+        raise ValueError(
+            f"{name_or_path} is not a query reward model: its config.json has model_type {model_type!r}, "
+            f"expected {REWARD_MODEL_TYPE!r}"
+        )
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            raise OSError(
+                f"{folder} has no tokenizer (tokenizer.json or tokenizer_config.json): save it beside the model"
+            )
+        check_weights(folder)
+    return config_file
+
+
+def save_reward_model(model: Any, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
+    """Save model, tokenizer and remote code in one folder that `from_pretrained` reloads, with or without
+    qrm_hf installed (what `check_reward_model` accepts)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def load_tokenizer(model: str, name_or_path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
     """The encoder's tokenizer, or EncoderError saying the folder lacks usable tokenizer files."""
     name_or_path = model if name_or_path is None else name_or_path
@@ -182,6 +239,10 @@ def check_tokenizer(
 
 
 __all__ = [
+    "check_reward_model",
+    "save_reward_model",
+    "check_max_length",
+    "encoder_positions",
     "MAX_UNKNOWN_TOKEN_SHARE",
     "TOKENIZER_CHECK_QUERIES",
     "WEIGHTS_FILE",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,24 @@ from .distributed import from_rank_zero
 from .field_values import check_training
 from .final import FinalResult, push_folder, save_final, soup_candidates, train_final, write_test_metrics
 from .final_outputs import save_test_predictions
-from .model_files import TOKENIZER_CHECK_QUERIES, check_encoder, check_tokenizer, load_tokenizer
+from .model_files import (
+    TOKENIZER_CHECK_QUERIES,
+    check_encoder,
+    check_max_length,
+    check_tokenizer,
+    load_tokenizer,
+)
 from .probe import format_probe, probe_scorer
 from .report import write_report
 from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, ConfigError, RunConfig
+from .run_folder import (
+    Calibration,
+    FinalModelClaimed,
+    FinalSummary,
+    check_writable,
+    claim_final_model,
+    write_final_summary,
+)
 from .scoring import QueryScorer
 from .search import make_sampler, run_search, write_history
 from .search_space import SearchSpace
@@ -72,15 +88,17 @@ def run_pipeline(config: RunConfig) -> RunResult:
     """
     space = SearchSpace.from_dict(config.search_space)
     config = check_run(config, space)
+    check_writable(Path(config.output_dir))
     model_path = config.model_path()
     encoder_config = check_encoder(config.model, model_path)
+    default_max_length = config.training.get("max_length", QRMTrainingArguments.max_length)
+    longest = int(space.largest("max_length", default=default_max_length))
+    check_max_length(longest, encoder_config, config.model)
     splits = load_splits(config.data, config.max_train_samples, config.max_eval_samples, config.max_test_samples)
     tokenizer = load_tokenizer(config.model, model_path)
     first_queries = splits["train"][:TOKENIZER_CHECK_QUERIES]["query"]
     check_tokenizer(tokenizer, first_queries, config.model, encoder_config.get("vocab_size"))
     encoder = AutoModel.from_pretrained(model_path)
-    default_max_length = config.training.get("max_length", QRMTrainingArguments.max_length)
-    longest = int(space.largest("max_length", default=default_max_length))
     tokenized = tokenize_splits(splits, tokenizer, longest)
     search_data = tokenized
     if config.search_train_samples is not None:
@@ -96,33 +114,65 @@ def run_pipeline(config: RunConfig) -> RunResult:
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise RuntimeError(f"study {study.study_name!r} has no completed trial: nothing to retrain")
         summary = write_history(study, space, config.layout.history)
+        if summary.best_value is None or not math.isfinite(summary.best_value):
+            raise RuntimeError(
+                f"study {study.study_name!r}: no trial reached a finite validation MSE (best {summary.best_value}): "
+                "nothing worth training or shipping; check the learning rates and epochs"
+            )
     summary = from_rank_zero(summary)
 
-    candidates = soup_candidates(summary.completed, space, config.soup_size)
-    final = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+    with contextlib.ExitStack() as claim:
+        refusal = None
+        if state.is_main_process:
+            try:
+                claim.enter_context(claim_final_model(config.layout))
+            except FinalModelClaimed as error:
+                refusal = str(error)
+        refusal = from_rank_zero(refusal)
+        if refusal is not None:
+            logger.warning(refusal)
+            return RunResult(study_name=config.resolved_study_name, summary=summary)
+        candidates = soup_candidates(summary.completed, space, config.soup_size)
+        final = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+        if not math.isfinite(final.dev_metrics["mse"]):
+            raise RuntimeError(f"the final model's dev MSE is {final.dev_metrics['mse']}: it is not saved")
+        if state.is_main_process:
+            save_run(config, study, summary, final, tokenizer, splits["test"], len(tokenized["train"]))
+        state.wait_for_everyone()
+    return RunResult(config.resolved_study_name, summary, final.test_metrics, config.layout.final_model)
+
+
+def save_run(
+    config: RunConfig,
+    study: Any,
+    summary: StudySummary,
+    final: FinalResult,
+    tokenizer: Any,
+    test_split: Any,
+    train_rows: int,
+) -> None:
+    """Everything a finished run writes: test metrics, final_model.json, the probe, the model with its card,
+    the test predictions and the report (and the push)."""
     layout = config.layout
-    if state.is_main_process:
-        write_test_metrics(final.test_metrics, layout.test_metrics)
-        final_summary = describe_final(config, final, len(tokenized["train"]))
-        layout.final_summary.write_text(json.dumps(final_summary, indent=2), encoding="utf-8")
-        logger.info("test metrics: %s", final.test_metrics)
-        probed = probe_scorer(QueryScorer(final.model, tokenizer), splits["test"]["query"], splits["test"]["score"])
-        layout.probe.write_text(json.dumps(probed.to_json(), indent=2), encoding="utf-8")
-        card = card_data(config, summary, final, final_summary, layout.final_model, "\n".join(format_probe(probed)))
-        save_final(final.model, tokenizer, layout.final_model, card)
-        # After saving, so that a failing plot can never cost the trained model.
-        predictions = (final.test.predicted, final.test.true)
-        save_test_predictions(*predictions, layout.test_predictions)
-        write_report(
-            study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary, probe=probed.to_json()
-        )
-        if config.push_to_hub:
-            push_folder(layout.final_model, config.push_to_hub)
-    state.wait_for_everyone()
-    return RunResult(config.resolved_study_name, summary, final.test_metrics, layout.final_model)
+    write_test_metrics(final.test_metrics, layout.test_metrics)
+    final_summary = describe_final(config, final, train_rows)
+    write_final_summary(final_summary, layout.final_summary)
+    logger.info("test metrics: %s", final.test_metrics)
+    probed = probe_scorer(QueryScorer(final.model, tokenizer), test_split["query"], test_split["score"])
+    layout.probe.write_text(json.dumps(probed.to_json(), indent=2), encoding="utf-8")
+    card = card_data(config, summary, final, final_summary, layout.final_model, "\n".join(format_probe(probed)))
+    save_final(final.model, tokenizer, layout.final_model, card)
+    # After saving, so that a failing plot can never cost the trained model.
+    predictions = (final.test.predicted, final.test.true)
+    save_test_predictions(*predictions, layout.test_predictions)
+    write_report(
+        study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary, probe=probed.to_json()
+    )
+    if config.push_to_hub:
+        push_folder(layout.final_model, config.push_to_hub)
 
 
-def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> dict[str, Any]:
+def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> FinalSummary:
     """How the shipped model was made and how well it is calibrated: final_model.json, the report's section."""
     epochs = "" if config.final_max_epochs is None else f" for up to {config.final_max_epochs} epochs"
     soup = ""
@@ -132,37 +182,38 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> di
             soup = f"{others}, and the weights of {', '.join(final.soup)} averaged (a greedy soup chosen on dev)"
         else:
             soup = f"{others}; averaging lowered no dev MSE (greedy soup), so {final.soup[0]} alone ships"
-    return {
-        "method": FINAL_MODEL_METHOD.format(
-            train_rows=train_rows,
-            epochs=epochs,
-            best_epoch=final.best_epoch,
-            soup=soup,
-            threshold_metric=config.threshold_metric,
+    method = FINAL_MODEL_METHOD.format(
+        train_rows=train_rows,
+        epochs=epochs,
+        best_epoch=final.best_epoch,
+        soup=soup,
+        threshold_metric=config.threshold_metric,
+    )
+    return FinalSummary(
+        method=method,
+        best_epoch=final.best_epoch,
+        decision_threshold=final.decision_threshold,
+        threshold_metric=config.threshold_metric,
+        loss=final.model.config.loss,
+        encoder_dropout=final.model.config.encoder_dropout,
+        dev_metrics=final.dev_metrics,
+        calibration=Calibration(
+            train_offset_eval_mode=final.train_offset,
+            dev_offset=final.dev.offset,
+            test_offset=final.test.offset,
+            offset_flagged=final.offset_flagged,
         ),
-        "best_epoch": final.best_epoch,
-        "final_max_epochs": config.final_max_epochs,
-        "soup": list(final.soup),
-        "candidates": [dataclasses.asdict(record) for record in final.candidates],
-        "decision_threshold": final.decision_threshold,
-        "threshold_metric": config.threshold_metric,
-        "loss": final.model.config.loss,
-        "encoder_dropout": final.model.config.encoder_dropout,
-        "dev_metrics": final.dev_metrics,
-        "calibration": {
-            "train_offset_eval_mode": final.train_offset,
-            "dev_offset": final.dev.offset,
-            "test_offset": final.test.offset,
-            "offset_flagged": final.offset_flagged,
-        },
-    }
+        final_max_epochs=config.final_max_epochs,
+        soup=list(final.soup),
+        candidates=[dataclasses.asdict(record) for record in final.candidates],
+    )
 
 
 def card_data(
     config: RunConfig,
     summary: StudySummary,
     final: FinalResult,
-    final_summary: dict[str, Any],
+    final_summary: FinalSummary,
     folder: Path,
     probe: str = "",
 ) -> QueryRewardCardData:
@@ -182,7 +233,7 @@ def card_data(
         max_length=final.model.config.max_length,
         decision_threshold=final.decision_threshold,
         threshold_metric=config.threshold_metric,
-        method=final_summary["method"],
+        method=final_summary.method,
         probe=probe,
     )
 

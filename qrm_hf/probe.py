@@ -14,11 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .metrics import score_metrics
+from .metrics import PAPER_THRESHOLD, score_metrics
 from .reward_rule import RewardRule
 
-# A query counts as well-formed at a mean rating of at least this (Faruqui & Das 2018).
-WELL_FORMED = 0.8
 FILLER = "and please also tell me everything about it in as much detail as you possibly can thanks"
 
 
@@ -92,7 +90,7 @@ class ProbeResult:
 
 def well_formed_queries(queries: Sequence[str], labels: Sequence[float], count: int, seed: int = 0) -> list[str]:
     """A seeded random `count` of the queries labelled well-formed (>= 0.8)."""
-    chosen = [query for query, label in zip(queries, labels, strict=True) if label >= WELL_FORMED]
+    chosen = [query for query, label in zip(queries, labels, strict=True) if label >= PAPER_THRESHOLD]
     random.Random(seed).shuffle(chosen)
     return chosen[:count]
 
@@ -202,7 +200,8 @@ def format_probe(result: ProbeResult) -> list[str]:
         )
     lines += [
         "",
-        f"{result.n_queries} real well-formed test queries (label >= {WELL_FORMED}), each rewritten once per family.",
+        f"{result.n_queries} real well-formed test queries (label >= {PAPER_THRESHOLD}), each rewritten once per "
+        "family.",
         "",
     ]
     if result.rule_cost:
@@ -232,7 +231,6 @@ def format_probe(result: ProbeResult) -> list[str]:
 __all__ = [
     "FAMILIES",
     "RULES",
-    "WELL_FORMED",
     "FamilyResult",
     "ProbeResult",
     "format_probe",

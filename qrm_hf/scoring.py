@@ -11,7 +11,6 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +18,8 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .configuration_qrm import QueryRewardConfig
-from .model_files import check_weights, read_model_config, resolve_config_file
+from .metrics.thresholds import PAPER_THRESHOLD
+from .model_files import check_reward_model
 from .modeling_qrm import QueryRewardModel
 
 # Below this many queries a progress bar is noise; above it the user wants to know the job is moving.
@@ -110,32 +109,6 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
-
-
-def check_reward_model(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
-    """Return the path of the `config.json` of a query reward model, or raise saying what is missing.
-
-    Checked before loading because `from_pretrained` on another kind of model, on a missing folder or on an
-    interrupted save gives errors that do not say the real problem. A local folder must hold a config.json of
-    model_type `query_reward`, complete weights (`model.safetensors`) and a tokenizer; a path that does not exist
-    is reported as a missing folder, not as a malformed Hub repo id.
-    """
-    config_file = resolve_config_file(name_or_path, revision)
-    config = read_model_config(config_file)
-    model_type = config.get("model_type")
-    if model_type != QueryRewardConfig.model_type:
-        raise ValueError(
-            f"{name_or_path} is not a query reward model: its config.json has model_type {model_type!r}, "
-            f"expected {QueryRewardConfig.model_type!r}"
-        )
-    folder = Path(name_or_path).expanduser()
-    if folder.is_dir():
-        if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-            raise OSError(
-                f"{folder} has no tokenizer (tokenizer.json or tokenizer_config.json): save it beside the model"
-            )
-        check_weights(folder)
-    return config_file
 
 
 def normalize_query(text: str) -> str:
@@ -282,7 +255,7 @@ class QueryScorer:
     def decision_threshold(self) -> float:
         """A score at or above it means well-formed: chosen on dev by the run that trained the model (0.8, the
         paper's convention, for models saved without one)."""
-        return float(getattr(self.model.config, "decision_threshold", 0.8))
+        return float(getattr(self.model.config, "decision_threshold", PAPER_THRESHOLD))
 
     @property
     def max_length(self) -> int:
@@ -387,7 +360,6 @@ __all__ = [
     "PROGRESS_MIN_QUERIES",
     "QueryScorer",
     "available_devices",
-    "check_reward_model",
     "normalize_query",
     "resolve_device",
     "resolve_dtype",

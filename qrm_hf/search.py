@@ -15,35 +15,31 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from datasets import DatasetDict
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
-from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from .data import QueryCollator
 from .distributed import from_rank_zero
-from .metrics import compute_metrics
+from .model_files import save_reward_model
 from .modeling_qrm import QueryRewardModel
-from .run_config import RunConfig
+from .run_config import PRUNER_CLASS_NAMES, SAMPLER_CLASS_NAMES, RunConfig
 from .search_space import SearchSpace
 from .storage import make_storage, storage_url_for_log
-from .trainer import PerTrialEarlyStopping, QRMTrainer
 from .training_args import QRMTrainingArguments
+from .training_run import RunBuilder, make_trainer
 from .trials import DRAWN_BY, FINISHED, StudySummary, finished_trials, origin_at_start, summarize
 
 logger = logging.getLogger(__name__)
 
 
-SAMPLER_CLASSES = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "grid": optuna.samplers.GridSampler,
-    "gp": optuna.samplers.GPSampler,
-    "qmc": optuna.samplers.QMCSampler,
-}
+SAMPLER_CLASSES = {name: getattr(optuna.samplers, class_name) for name, class_name in SAMPLER_CLASS_NAMES.items()}
+# The median pruner waits for 4 trials and prunes from the first epoch (results/BENCHMARKS.md, pruning).
+PRUNER_OPTIONS: dict[str, dict[str, Any]] = {"median": {"n_startup_trials": 4, "n_warmup_steps": 0}}
 # Options qrm_hf sets itself: the seed (--seed) and, for grid, the grid (the search space).
 RESERVED_SAMPLER_OPTIONS = {"seed", "search_space"}
 
@@ -85,57 +81,62 @@ def make_sampler(
             raise SamplerOptionsError(f"sampler_options for {sampler_class.__name__}: {error}") from None
 
 
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """`sampler`, with its random state reseeded from (seed, trial number) before each trial.
+
+    Workers of one study start trials at the same moment and see the same history; seeded alike they would draw
+    the same point (twice the same start-up trial). Trial numbers are unique in the storage, so each trial draws
+    from its own stream, and one worker's run stays the same for the same seed.
+
+    Example:
+        >>> sampler = TrialSeededSampler(optuna.samplers.RandomSampler(), seed=42)  # doctest: +SKIP
+    """
+
+    # Where Optuna's samplers keep the random states they draw from (their own, and their fallback sampler's).
+    _NESTED = ("_random_sampler", "_independent_sampler")
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, seed: int) -> None:
+        self.sampler = sampler
+        self.seed = seed
+
+    def _reseed(self, number: int) -> None:
+        stream = np.random.SeedSequence([self.seed, number]).generate_state(1)[0]
+        for holder in (self.sampler, *(getattr(self.sampler, name, None) for name in self._NESTED)):
+            rng = getattr(holder, "_rng", None)
+            if rng is not None and hasattr(rng, "rng"):
+                rng.rng.seed(int(stream))
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._reseed(trial.number)
+        self.sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
+
+
 def startup_trials(sampler: optuna.samplers.BaseSampler) -> int:
     """How many finished trials the sampler waits for before it models the space (TPE, GP); 0 for the others."""
-    return int(getattr(sampler, "_n_startup_trials", 0))
+    inner = getattr(sampler, "sampler", sampler)
+    return int(getattr(inner, "_n_startup_trials", 0))
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     """An Optuna pruner by name; trials report their validation MSE after every epoch."""
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    raise ValueError(f"unknown pruner {name!r}")
-
-
-class RunBuilder:
-    """The one place a point of the space becomes a training run: its TrainingArguments and its model.
-
-    The search's `model_init` and the final stage both build through it, so a trial and the final model
-    trained on its values get the same arguments and the same head (SetFit's `apply_hyperparameters`).
-
-    Example:
-        >>> builder = RunBuilder(config, space, encoder)  # doctest: +SKIP
-        >>> args, model = builder.build(best_params, "out")  # doctest: +SKIP
-    """
-
-    def __init__(self, config: RunConfig, space: SearchSpace, encoder: PreTrainedModel | None) -> None:
-        self.config = config
-        self.space = space
-        self.encoder = encoder
-
-    def arguments(self, output_dir: Path, values: dict[str, Any] | None = None, **overrides: Any):
-        """TrainingArguments for `values` (the space's fixed values when None); `overrides` win."""
-        _, training = self.space.split({**self.space.fixed, **(values or {})})
-        return base_training_arguments(self.config, output_dir, **{**training, **overrides})
-
-    def model(self, values: dict[str, Any], args: QRMTrainingArguments) -> QueryRewardModel:
-        """A copy of the pretrained encoder (loaded once) with the head of `values`, built after the seed is set.
-        Its max_length is the point's, else the arguments' (`args.max_length`): the one the collator cuts to."""
-        set_seed(args.seed)
-        head, training = self.space.split({**self.space.fixed, **values})
-        max_length = int(training.get("max_length", args.max_length))
-        return QueryRewardModel.from_encoder(self.encoder, max_length=max_length, **head)
-
-    def build(self, values: dict[str, Any], output_dir: Path, **overrides: Any):
-        """(args, model) of one training run on the point `values`."""
-        args = self.arguments(output_dir, values, **overrides)
-        return args, self.model(values, args)
+    if name not in PRUNER_CLASS_NAMES:
+        raise ValueError(f"unknown pruner {name!r}; choose one of {sorted(PRUNER_CLASS_NAMES)}")
+    return getattr(optuna.pruners, PRUNER_CLASS_NAMES[name])(**PRUNER_OPTIONS.get(name, {}))
 
 
 class ModelFactory:
@@ -217,8 +218,6 @@ class KeepBestTrialModel(TrainerCallback):
         completed = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if any(other.value is not None and other.value <= self.best_mse for other in completed):
             return None
-        from .final import save_reward_model
-
         model.load_state_dict(self.weights)
         save_reward_model(model, self.tokenizer, self.folder)
         (self.folder / "trial.json").write_text(
@@ -227,35 +226,6 @@ class KeepBestTrialModel(TrainerCallback):
         )
         logger.info("trial %d is the best so far: its own model saved to %s", trial.number, self.folder)
         return self.folder
-
-
-def base_training_arguments(config: RunConfig, output_dir: Path, **overrides: Any) -> QRMTrainingArguments:
-    """Arguments of a run: evaluate each epoch, no checkpoints, the config's seed and tracker.
-
-    Later sources win: these defaults, the config's `training`, `overrides` (a point's values, via RunBuilder).
-    """
-    defaults: dict[str, Any] = {
-        "output_dir": str(output_dir),
-        "eval_strategy": "epoch",
-        "logging_strategy": "epoch",
-        "save_strategy": "no",
-        "metric_for_best_model": "mse",
-        "greater_is_better": False,
-        "report_to": config.report_to,
-        "seed": config.seed,
-        "data_seed": config.seed,
-        "per_device_eval_batch_size": 128,
-        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        "dataloader_pin_memory": torch.cuda.is_available(),
-    }
-    defaults.update(config.training)
-    defaults.update(overrides)
-    return QRMTrainingArguments(**defaults)
-
-
-def make_collator(tokenizer: PreTrainedTokenizerBase, args: QRMTrainingArguments) -> QueryCollator:
-    """The collator of a training run: its max_length, and lengths in multiples of 8 under bf16 (tensor cores)."""
-    return QueryCollator(tokenizer, max_length=args.max_length, pad_to_multiple_of=8 if args.bf16 else None)
 
 
 class StudyMismatchError(ValueError):
@@ -304,7 +274,7 @@ def open_study(config: RunConfig, space: SearchSpace, storage: BaseStorage | Non
     Every check (sampler options, warm-start points, storage reachable, direction, search space) happens
     before any trial runs, and none of them writes to an existing study.
     """
-    sampler = make_sampler(config.sampler, config.seed, space, config.sampler_options)
+    sampler = TrialSeededSampler(make_sampler(config.sampler, config.seed, space, config.sampler_options), config.seed)
     warm_start = [space.check_point(point, f"warm_start[{index}]") for index, point in enumerate(config.warm_start)]
     storage = storage or run_storage(config)
     name = config.resolved_study_name
@@ -358,25 +328,14 @@ def run_search(
     torch.set_float32_matmul_precision("high")
     if builder.encoder is None:
         builder.encoder = AutoModel.from_pretrained(config.model_path())
-    collator = make_collator(tokenizer, args)
     callbacks: list[TrainerCallback] = []
     progress = TrialProgress(study, config.n_trials) if main else None
     if progress is not None:
         callbacks.append(progress)
-    if args.early_stopping_patience is not None:
-        callbacks.append(PerTrialEarlyStopping(early_stopping_patience=args.early_stopping_patience))
     if config.keep_best_trial_model and main:
         callbacks.append(KeepBestTrialModel(config.layout.best_trial_model, tokenizer))
-    trainer = QRMTrainer(
-        model_init=ModelFactory(builder, args, startup_trials(study.sampler) if main else 0),
-        args=args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["dev"],
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-    )
+    model_init = ModelFactory(builder, args, startup_trials(study.sampler) if main else 0)
+    trainer = make_trainer(args, tokenizer, tokenized, model_init=model_init, callbacks=callbacks)
     # transformers runs gc.collect() several times between trials; frozen, the long-lived objects (data, encoder,
     # imported modules) are no longer scanned, which cuts the gap between trials (results/BENCHMARKS.md).
     gc.freeze()
@@ -425,11 +384,9 @@ def write_history(study: optuna.Study, space: SearchSpace, path: Path) -> StudyS
 __all__ = [
     "KeepBestTrialModel",
     "ModelFactory",
-    "RunBuilder",
     "SamplerOptionsError",
+    "TrialSeededSampler",
     "TrialProgress",
-    "base_training_arguments",
-    "make_collator",
     "make_pruner",
     "make_sampler",
     "StudyMismatchError",

@@ -69,11 +69,16 @@ async def read_json_body(request: "Request", max_body_bytes: int) -> dict[str, A
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_body_bytes:
         raise RequestError(413, f"request body is {declared} bytes; {too_large}")
+    from starlette.requests import ClientDisconnect
+
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_body_bytes:
-            raise RequestError(413, f"request body is over {max_body_bytes} bytes; {too_large}")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise RequestError(413, f"request body is over {max_body_bytes} bytes; {too_large}")
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected while sending its request") from None
     try:
         data = json.loads(body.decode("utf-8"))  # JSON over HTTP is UTF-8 (RFC 8259); json.loads would guess
     except json.JSONDecodeError as error:
@@ -131,6 +136,10 @@ class ServerState:
     load_error: str | None = None
 
 
+class ClientGone(Exception):
+    """The client disconnected (or timed out) before its answer was ready: its queries are dropped."""
+
+
 class NotReady(Exception):
     """The model is still loading, or failed to load: 503 with the reason."""
 
@@ -157,6 +166,8 @@ async def scores_and_counts(state: ServerState, texts: list[str], until_gone) ->
     """Raw scores and token counts of `texts`, through the batcher; cancelled when the client goes away."""
     if state.scorer is None:
         raise NotReady(state)
+    if not texts:
+        return [], []
     encoded, counts = await asyncio.to_thread(encode_for_rule, state.scorer, texts)
     scoring = asyncio.ensure_future(state.batcher.score(encoded))
     watching = asyncio.ensure_future(until_gone())
@@ -166,7 +177,7 @@ async def scores_and_counts(state: ServerState, texts: list[str], until_gone) ->
         watching.cancel()
     if scoring not in done:
         scoring.cancel()
-        raise asyncio.CancelledError("the client disconnected")
+        raise ClientGone("the client disconnected")
     return scoring.result(), counts
 
 
@@ -268,7 +279,7 @@ def create_app(
     """
     try:
         from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse
+        from fastapi.responses import JSONResponse, Response
     except ImportError as error:
         raise ImportError(f"qrm serve needs fastapi: {SERVE_EXTRA_HINT}") from error
 
@@ -320,14 +331,15 @@ def create_app(
         return until_gone
 
     async def answer(handler, request: Request):
-        data = await read_json_body(request, config.max_body_bytes)
         try:
-            return await handler(state, data, watcher(request))
+            data = await read_json_body(request, config.max_body_bytes)
+            return JSONResponse(await handler(state, data, watcher(request)))
         except (RequestError, NotReady):
             raise
-        except asyncio.CancelledError:
+        except ClientGone:
+            # One line, not a traceback: a client that gave up (a timeout) is an everyday event for a reward server.
             logger.info("%s: the client disconnected; its queries were dropped", request.url.path)
-            return JSONResponse({"detail": "client disconnected"}, status_code=499)
+            return Response(status_code=499)
         except Exception as error:
             return JSONResponse({"detail": f"scoring failed: {type(error).__name__}: {error}"}, status_code=500)
 

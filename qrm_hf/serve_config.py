@@ -31,7 +31,8 @@ class ServeConfig:
     dtype: str | None = field(
         default=None,
         metadata={
-            "help": f"One of {', '.join(DTYPES)} (default: bfloat16 on a CUDA GPU that supports it, else float32)."
+            "help": f"One of {', '.join(DTYPES)} (default: bfloat16 on a CUDA GPU that supports it, else float32).",
+            "choices": DTYPES,
         },
     )
     # Where it listens
@@ -39,7 +40,10 @@ class ServeConfig:
     port: int = field(default=8000, metadata={"help": "Port to listen on."})
     backend: str = field(
         default="torch",
-        metadata={"help": f"One of {', '.join(BACKENDS)}: int8 quantizes the Linear layers (CPU only)."},
+        metadata={
+            "help": f"One of {', '.join(BACKENDS)}: int8 quantizes the Linear layers (CPU only).",
+            "choices": BACKENDS,
+        },
     )
     # Continuous batching
     max_batch_tokens: int = field(
@@ -66,7 +70,8 @@ class ServeConfig:
     max_queries_per_request: int = field(default=10_000, metadata={"help": "Most queries in one request."})
     max_body_bytes: int = field(default=16 * 2**20, metadata={"help": "Largest request body in bytes."})
     log_level: str = field(
-        default="info", metadata={"help": f"One of {', '.join(LOG_LEVELS)}; below info, no access log."}
+        default="info",
+        metadata={"help": f"One of {', '.join(LOG_LEVELS)}; below info, no access log.", "choices": LOG_LEVELS},
     )
 
     def __post_init__(self) -> None:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+# The longest input in tokens when a run says nothing (QueryRewardConfig, copied into saved models, repeats it).
+DEFAULT_MAX_LENGTH = 128
+
 
 @dataclass
 class QRMTrainingArguments(TrainingArguments):
@@ -33,7 +36,7 @@ class QRMTrainingArguments(TrainingArguments):
 
     # --- Inputs ---
     max_length: int = field(
-        default=128,
+        default=DEFAULT_MAX_LENGTH,
         metadata={"help": "Longest input in tokens; longer queries are truncated (keeping the end token)."},
     )
 
@@ -61,4 +64,4 @@ class QRMTrainingArguments(TrainingArguments):
             raise ValueError(f"early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience}")
 
 
-__all__ = ["QRMTrainingArguments"]
+__all__ = ["DEFAULT_MAX_LENGTH", "QRMTrainingArguments"]

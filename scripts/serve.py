@@ -1,4 +1,4 @@
-"""Serve a saved query reward model over HTTP with micro-batching (the same as `qrm serve`).
+"""Serve a saved query reward model over HTTP with continuous batching (the same as `qrm serve`).
 
 python scripts/serve.py --model runs/quickstart/final_model --port 8000
 curl -s localhost:8000/score -H 'content-type: application/json' -d '{"queries": ["how do owls hunt ?"]}'

@@ -39,8 +39,9 @@ def load_script(name: str):
     return module
 
 
-def score_without_qrm_hf(folder: Path, queries: list[str], workdir: Path) -> list[float]:
-    """Scores of a saved model folder from a subprocess that cannot import qrm_hf (the folder's own code)."""
+def load_without_qrm_hf(folder: Path, queries: list[str], workdir: Path) -> dict:
+    """What a process that cannot import qrm_hf gets from a saved model folder (its own code, trust_remote_code):
+    the class AutoModel builds, its scores of `queries`, its loss, and the text-classification pipeline's scores."""
     import json
     import subprocess
     import sys
@@ -51,11 +52,15 @@ def score_without_qrm_hf(folder: Path, queries: list[str], workdir: Path) -> lis
         import importlib.util, json, os, sys
         sys.path = [p for p in sys.path if os.path.abspath(p or ".") != {str(REPO)!r}]
         assert importlib.util.find_spec("qrm_hf") is None, "qrm_hf is importable"
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer, pipeline
         model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
         tokenizer = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
         inputs = tokenizer({queries!r}, padding=True, return_tensors="pt", return_token_type_ids=False)
-        print(json.dumps(model(**inputs).scores.tolist()))
+        scorer = pipeline("text-classification", model={str(folder)!r}, trust_remote_code=True,
+                          function_to_apply="none")
+        piped = [result["score"] for result in scorer({queries!r})]
+        print(json.dumps({{"class": type(model).__name__, "scores": model(**inputs).scores.tolist(),
+                           "loss": model.config.loss, "pipeline": piped}}))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(workdir / "modules")}
@@ -63,7 +68,7 @@ def score_without_qrm_hf(folder: Path, queries: list[str], workdir: Path) -> lis
         [sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
 
 
 def free_port() -> int:
@@ -154,7 +159,7 @@ def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
     import torch
 
     from qrm_hf import QueryRewardConfig, QueryRewardModel
-    from qrm_hf.final import save_reward_model
+    from qrm_hf.model_files import save_reward_model
 
     torch.manual_seed(0)
     model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict()))

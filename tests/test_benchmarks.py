@@ -61,4 +61,25 @@ def test_serve_script_compares_batching_with_one_request_per_batch(saved_model_d
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 4 |"))]
     assert len(rows) == 4 and all(float(row.split("|")[3]) > 0 for row in rows)
-    assert "at 4 clients: micro-batching" in out
+    assert "at 1 clients: continuous batching" in out and "at 4 clients: continuous batching" in out
+
+
+def test_int8_script_compares_backends_side_by_side(saved_model_dir, data_dir, capsys):
+    argv = ["--model", str(saved_model_dir), "--data", str(data_dir), "--repeats", "1", "--max-test-samples", "64"]
+    assert load("int8").main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("| torch |", "| int8 |"))]
+    assert len(rows) == 2 and all(float(row.split("|")[2]) > 0 for row in rows)
+    assert "x the queries/s of fp32; test MSE" in out
+
+
+@pytest.mark.slow
+def test_levers_script_runs_one_variant(data_dir, tmp_path, capsys):
+    output = tmp_path / "levers.json"
+    argv = ["--data", str(data_dir), "--variants", "4", "--output", str(output)]
+    argv += ["--max-train-samples", "32", "--max-eval-samples", "32", "--max-test-samples", "32"]
+    assert load("levers").main(argv) == 0
+    import json
+
+    assert list(json.loads(output.read_text())) == ["layer-wise learning-rate decay 0.8"]
+    assert "| layer-wise learning-rate decay 0.8 |" in capsys.readouterr().out

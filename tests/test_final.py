@@ -1,13 +1,14 @@
 """The final stage: all of train, best dev epoch kept, threshold chosen on dev only, calibration measured."""
 
 import pytest
-from conftest import score_without_qrm_hf
+from conftest import load_without_qrm_hf
 from datasets import DatasetDict
 from transformers import AutoModel, AutoTokenizer
 
 from qrm_hf.data import load_splits, tokenize_splits
-from qrm_hf.final import Candidate, fit_candidate, save_reward_model, soup_candidates, train_final
+from qrm_hf.final import Candidate, fit_candidate, soup_candidates, train_final
 from qrm_hf.metrics import choose_threshold
+from qrm_hf.model_files import save_reward_model
 from qrm_hf.run_config import RunConfig
 from qrm_hf.search_space import SearchSpace
 
@@ -111,7 +112,9 @@ def test_a_soup_of_two_candidates_is_never_worse_on_dev_and_reloads_without_qrm_
     queries = ["how do owls hunt ?", "owls hunt"]
     result.model.eval()
     expected = result.model(**tokenizer(queries, padding=True, return_tensors="pt", return_token_type_ids=False))
-    assert score_without_qrm_hf(folder, queries, tmp_path) == pytest.approx(expected.scores.tolist(), abs=1e-5)
+    reloaded = load_without_qrm_hf(folder, queries, tmp_path)
+    assert reloaded["class"] == "QueryRewardModel"
+    assert reloaded["scores"] == pytest.approx(expected.scores.tolist(), abs=1e-5)
 
 
 class StoredTrial:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from qrm_hf import QueryRewardConfig, QueryRewardModel
-from qrm_hf.final import save_reward_model
+from qrm_hf.model_files import save_reward_model
 
 REPO_ID = "org/name"
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may", ""]

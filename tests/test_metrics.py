@@ -3,14 +3,14 @@ import pytest
 from scipy import stats
 from transformers import EvalPrediction
 
-from qrm_hf.metrics import compute_metrics, load_metric
+from qrm_hf.metrics import PAPER_THRESHOLD, compute_metrics, load_metric
 
 
 def test_metric_module_loads_offline_and_matches_hand_computation():
     rng = np.random.default_rng(0)
     references = rng.integers(0, 6, size=200) / 5
     predictions = np.clip(references + rng.normal(0, 0.2, size=200), 0, 1)
-    result = load_metric().compute(predictions=predictions, references=references)
+    result = load_metric().compute(predictions=predictions, references=references, threshold=PAPER_THRESHOLD)
     assert result["mse"] == pytest.approx(np.mean((predictions - references) ** 2), rel=1e-5)
     assert result["mae"] == pytest.approx(np.mean(np.abs(predictions - references)), rel=1e-5)
     assert result["pearson"] == pytest.approx(stats.pearsonr(predictions, references)[0], rel=1e-4)
@@ -21,7 +21,9 @@ def test_metric_module_loads_offline_and_matches_hand_computation():
 
 
 def test_f1_counts_the_well_formed_class_at_the_papers_threshold():
-    result = load_metric().compute(predictions=[0.9, 0.85, 0.2, 0.79], references=[1.0, 0.6, 0.0, 0.8])
+    result = load_metric().compute(
+        predictions=[0.9, 0.85, 0.2, 0.79], references=[1.0, 0.6, 0.0, 0.8], threshold=PAPER_THRESHOLD
+    )
     # true well-formed: #0, #3; predicted: #0, #1 -> precision 1/2, recall 1/2
     assert (result["precision"], result["recall"], result["f1"], result["accuracy"]) == (0.5, 0.5, 0.5, 0.5)
 
@@ -36,5 +38,5 @@ def test_compute_metrics_reads_trainer_predictions():
 
 
 def test_constant_predictions_have_no_correlation():
-    result = load_metric().compute(predictions=[0.5, 0.5, 0.5], references=[0.0, 0.4, 1.0])
+    result = load_metric().compute(predictions=[0.5, 0.5, 0.5], references=[0.0, 0.4, 1.0], threshold=PAPER_THRESHOLD)
     assert np.isnan(result["pearson"]) and np.isnan(result["spearman"])

@@ -1,15 +1,10 @@
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
-from conftest import REPO
+from conftest import load_without_qrm_hf
 from torch import nn
 
 from qrm_hf import QueryRewardModel
-from qrm_hf.final import save_reward_model
+from qrm_hf.model_files import save_reward_model
 
 
 def batch(tokenizer, queries=("how do owls hunt ?", "owls hunt", "which form of government is in greece ?")):
@@ -95,37 +90,13 @@ def test_auto_model_loads_without_qrm_hf_installed(make_tiny_model, tokenizer, t
         with torch.no_grad():
             model.head.layers[-1].bias.fill_(-3.0)
     folder = save_reward_model(model, tokenizer, tmp_path / "saved")
-    expected = model(**batch(tokenizer)).scores.tolist()
-    script = textwrap.dedent(
-        f"""
-        import importlib.util, json, os, sys
-        sys.path = [p for p in sys.path if os.path.abspath(p or ".") != {str(REPO)!r}]
-        assert importlib.util.find_spec("qrm_hf") is None, "qrm_hf is importable"
-        from transformers import AutoModel, AutoTokenizer
-        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
-        tokenizer = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
-        inputs = tokenizer({["how do owls hunt ?", "owls hunt", "which form of government is in greece ?"]!r},
-                           padding=True, return_tensors="pt", return_token_type_ids=False)
-        from transformers import pipeline
-        scorer = pipeline("text-classification", model={str(folder)!r}, trust_remote_code=True,
-                          function_to_apply="none")
-        piped = [result["score"] for result in scorer(["how do owls hunt ?", "owls hunt"])]
-        print(json.dumps({{"class": type(model).__name__, "scores": model(**inputs).scores.tolist(),
-                           "loss": model.config.loss, "pipeline": piped}}))
-        """
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
-    output = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    queries = ["how do owls hunt ?", "owls hunt", "which form of government is in greece ?"]
+    expected = model(**batch(tokenizer, queries)).scores.tolist()
+    output = load_without_qrm_hf(folder, queries, tmp_path)
     assert output["class"] == "QueryRewardModel"
     assert output["loss"] == loss
     assert output["scores"] == pytest.approx(expected, abs=1e-5)
-    assert output["pipeline"] == pytest.approx(expected[:2], abs=1e-5)
+    assert output["pipeline"] == pytest.approx(expected, abs=1e-5)
     if loss == "bce":
         assert all(0.0 < score < 0.1 for score in output["scores"])  # sigmoid of about -3, not the raw -3
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from qrm_hf.metrics import WELLFORMED_THRESHOLD
+from qrm_hf.metrics import PAPER_THRESHOLD
 from qrm_hf.plots import (
     FINAL_MODEL_PLOTS,
     STUDY_PLOTS,
@@ -227,7 +227,7 @@ def test_final_model_plots_are_valid_pngs(tmp_path):
     assert [record.name for record in records] == list(FINAL_MODEL_PLOTS)
     for _, path, _ in records:
         assert_png(path)
-    curve = threshold_curve(predictions, references, [WELLFORMED_THRESHOLD])
+    curve = threshold_curve(predictions, references, [PAPER_THRESHOLD])
     assert f"At 0.8: accuracy {curve['accuracy'][0]:.4f}, F1 {curve['f1'][0]:.4f}" in records[1].note
 
 
@@ -246,8 +246,8 @@ def test_threshold_curve_agrees_with_the_wellformedness_metric():
     rng = np.random.default_rng(1)
     references = rng.choice([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], size=200)
     predictions = np.clip(references + rng.normal(0, 0.2, size=200), 0, 1)
-    metric = load_metric().compute(predictions=predictions, references=references, threshold=WELLFORMED_THRESHOLD)
-    curve = threshold_curve(predictions.astype(np.float32), references.astype(np.float32), [WELLFORMED_THRESHOLD])
+    metric = load_metric().compute(predictions=predictions, references=references, threshold=PAPER_THRESHOLD)
+    curve = threshold_curve(predictions.astype(np.float32), references.astype(np.float32), [PAPER_THRESHOLD])
     assert curve["accuracy"][0] == pytest.approx(metric["accuracy"])
     assert curve["f1"][0] == pytest.approx(metric["f1"])
 

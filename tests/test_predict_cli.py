@@ -248,3 +248,17 @@ def test_truncated_weights_exit_2_naming_the_file(saved_model_dir, tmp_path, cap
 
     assert status == 2
     assert f"{weights} is incomplete or corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_ends_the_command_quietly(saved_model_dir, tmp_path):
+    """`qrm predict ... | head -1`: head closes the pipe after one line; no BrokenPipeError traceback, exit 0."""
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(f"how do owls hunt {i} ?" for i in range(20000)) + "\n")
+    command = (
+        f"{sys.executable} -m qrm_hf.commands.predict --model {saved_model_dir} --device cpu --input {queries} "
+        "| head -1; echo status=${PIPESTATUS[0]}"
+    )
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600)
+    assert result.stdout.count("\n") == 2 and "status=0" in result.stdout, result.stdout[-500:]
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr[-2000:]

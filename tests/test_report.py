@@ -290,3 +290,12 @@ def test_no_convergence_verdict_while_the_sampler_is_drawing_at_random():
     assert judged.still_improving is False and judged.recent_trials == 3
     text = render_report(summarize(study), judged, [], Path("."))
     assert "How the finished trials' points were chosen: 1 warm start, 5 random start-up, 3 sampler." in text
+
+
+def test_script_refuses_an_output_dir_that_is_a_file(small_run, tmp_path_factory, capsys):
+    storage, _ = small_run
+    not_a_folder = tmp_path_factory.mktemp("x") / "report.md"
+    not_a_folder.write_text("")
+    argv = ["--storage", storage, "--study-name", "small-qrm", "--output-dir", str(not_a_folder)]
+    assert load_script("report").main(argv) == 2
+    assert f"--output-dir {not_a_folder} is a file, not a folder" in capsys.readouterr().err

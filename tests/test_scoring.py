@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qrm_hf import QueryRewardConfig, QueryRewardModel
-from qrm_hf.final import save_reward_model
+from qrm_hf.model_files import save_reward_model
 from qrm_hf.scoring import QueryScorer
 
 QUERIES = [

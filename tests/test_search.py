@@ -111,13 +111,13 @@ def test_samplers_and_pruners_by_name(tmp_path, tiny_encoder_dir):
     default = open_study(
         RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path / "a"), search_space=SPACE), space
     )
-    assert isinstance(default.sampler, optuna.samplers.TPESampler)
+    assert isinstance(default.sampler.sampler, optuna.samplers.TPESampler)
     assert isinstance(default.pruner, optuna.pruners.MedianPruner)  # the default, from results/BENCHMARKS.md
     config = RunConfig(
         model=str(tiny_encoder_dir), output_dir=str(tmp_path / "b"), search_space=SPACE, sampler="random", pruner="none"
     )
     study = open_study(config, space)
-    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    assert isinstance(study.sampler.sampler, optuna.samplers.RandomSampler)
     assert isinstance(study.pruner, optuna.pruners.NopPruner)
 
 
@@ -216,3 +216,40 @@ def test_the_best_trials_own_model_is_kept(prepared, tmp_path, tiny_encoder_dir)
     assert kept["value"] == pytest.approx(study.best_value)
     scores = QueryScorer.from_pretrained(folder).score(["how do owls hunt ?"])
     assert len(scores) == 1
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "gp", "qmc"])
+def test_two_workers_started_together_never_draw_the_same_point(tmp_path, name):
+    """Two workers of one study, seeded alike, ask for trials at the same moment: plain samplers hand both the
+    same start-up point; seeded per trial, each trial draws its own, and a rerun with the seed repeats the run."""
+    from qrm_hf.search import TrialSeededSampler, make_sampler
+
+    space = SearchSpace.from_dict(SPACE)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def draw_together(wrap: bool, study_name: str) -> list[dict]:
+        workers = []
+        for _ in range(2):
+            sampler = make_sampler(name, 42, space)
+            workers.append(
+                optuna.create_study(
+                    storage=storage,
+                    study_name=study_name,
+                    load_if_exists=True,
+                    sampler=TrialSeededSampler(sampler, 42) if wrap else sampler,
+                )
+            )
+        points = []
+        for _ in range(3):  # three rounds: both ask, then both tell
+            trials = [worker.ask() for worker in workers]
+            points += [space.suggest(trial) for trial in trials]
+            for worker, trial in zip(workers, trials, strict=True):
+                worker.tell(trial, 0.1)
+        return points
+
+    if name in ("tpe", "random"):  # the failure this guards against
+        plain = draw_together(False, "plain")
+        assert plain[0] == plain[1]
+    seeded = draw_together(True, "seeded")
+    assert all(seeded[i] != seeded[i + 1] for i in range(0, len(seeded), 2))
+    assert draw_together(True, "again") == seeded

@@ -1,8 +1,7 @@
-"""qrm serve: the micro-batcher in-process, then the real server as a subprocess on 127.0.0.1, as clients see it."""
+"""qrm serve: the continuous batcher in-process, then the real server on 127.0.0.1, as clients see it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO, free_port
 
-from qrm_hf.batcher import ContinuousBatcher, plan_passes
 from qrm_hf.client import QueryScorerClient, ScoringRequestError
 from qrm_hf.rewards import make_reward_function
 from qrm_hf.scoring import QueryScorer
@@ -30,168 +28,6 @@ from qrm_hf.serve import ServeConfig
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
 # Of many lengths (a blank one, one far over max_length), so batches mix padding and truncation.
 POOL = [*QUERIES, "   ", "why " * 600, "what", "is the sky blue because of rayleigh scattering ?", "x y z", "a"]
-
-
-# The continuous batcher, in-process
-
-
-class Recorder:
-    """A scoring function of token-id sequences that records each forward pass; a sequence scores its first id."""
-
-    def __init__(self, seconds: float = 0.0, fail_on: int | None = None) -> None:
-        self.passes: list[list[list[int]]] = []
-        self.seconds = seconds
-        self.fail_on = fail_on
-
-    def __call__(self, sequences: list[list[int]]) -> list[float]:
-        self.passes.append([list(ids) for ids in sequences])
-        time.sleep(self.seconds)
-        if any(ids[0] == self.fail_on for ids in sequences):
-            raise RuntimeError(f"cannot score {self.fail_on}")
-        return [float(ids[0]) for ids in sequences]
-
-
-def requests_of(sizes: list[int], length=lambda r, i: 1 + (r + i) % 5) -> list[list[list[int]]]:
-    """Request r holds sequences starting 100r, 100r+1, ...: each score says which request and place it is from."""
-    return [[[100 * r + i] * length(r, i) for i in range(size)] for r, size in enumerate(sizes)]
-
-
-def run_concurrently(batcher: ContinuousBatcher, requests) -> list:
-    async def main():
-        batcher.start()
-        try:
-            return await asyncio.gather(*(batcher.score(encoded) for encoded in requests), return_exceptions=True)
-        finally:
-            await batcher.close()
-
-    return asyncio.run(main())
-
-
-def expected_scores(request) -> list[float]:
-    return [float(ids[0]) for ids in request]
-
-
-def test_passes_are_sorted_by_length_and_capped_by_tokens_and_size():
-    assert plan_passes([3, 1, 2, 9, 1], max_batch_tokens=100, max_batch_size=2) == [[1, 4], [2, 0], [3]]
-    # 4 sequences of 5 tokens fill 20 padded tokens; a sequence longer than the budget gets a pass of its own.
-    assert plan_passes([5, 5, 5, 5, 5, 30], max_batch_tokens=20, max_batch_size=99) == [[0, 1, 2, 3], [4], [5]]
-
-
-def test_waiting_requests_share_passes_and_each_gets_its_own_scores_in_order():
-    recorder = Recorder()
-    requests = requests_of([5] * 12)
-
-    results = run_concurrently(ContinuousBatcher(recorder, max_batch_tokens=64, max_batch_size=16), requests)
-
-    assert results == [expected_scores(request) for request in requests]
-    assert all(len(batch) <= 16 and len(batch) * max(map(len, batch)) <= 64 for batch in recorder.passes)
-    assert len(recorder.passes) < len(requests)  # merged across requests
-    for batch in recorder.passes:  # length-sorted: little padding
-        assert [len(ids) for ids in batch] == sorted(len(ids) for ids in batch)
-
-
-def test_a_lone_request_is_scored_at_once_without_waiting_for_company():
-    recorder = Recorder()
-
-    async def main():
-        batcher = ContinuousBatcher(recorder, max_batch_tokens=8192)
-        batcher.start()
-        start = time.perf_counter()
-        scores = await batcher.score([[1, 2], [2]])
-        await batcher.close()
-        return scores, time.perf_counter() - start
-
-    scores, seconds = asyncio.run(main())
-
-    assert scores == [1.0, 2.0] and recorder.passes == [[[2], [1, 2]]]
-    assert seconds < 0.5
-
-
-def test_a_huge_request_does_not_hold_back_a_small_one_behind_it():
-    recorder = Recorder()
-    huge, small = requests_of([100, 3], length=lambda r, i: 1)
-
-    batcher = ContinuousBatcher(recorder, max_batch_tokens=10, max_batch_size=10, max_round_tokens=20)
-    results = run_concurrently(batcher, [huge, small])
-
-    assert results == [expected_scores(huge), expected_scores(small)]
-    # The huge request had one round (20 sequences), then the small one came in the second.
-    first_ids = [ids[0] for batch in recorder.passes for ids in batch]
-    assert first_ids.index(100) < 40 and set(first_ids[:20]) == set(range(20))
-
-
-def test_a_failing_pass_fails_only_the_request_whose_query_fails():
-    recorder = Recorder(fail_on=0)
-    requests = requests_of([1, 2, 2], length=lambda r, i: 1)
-
-    results = run_concurrently(ContinuousBatcher(recorder, max_batch_tokens=64), requests)
-
-    assert isinstance(results[0], RuntimeError) and "cannot score 0" in str(results[0])
-    assert results[1:] == [expected_scores(request) for request in requests[1:]]
-
-
-def test_a_request_whose_caller_has_gone_is_dropped_unscored():
-    recorder = Recorder(seconds=0.3)
-
-    async def main():
-        batcher = ContinuousBatcher(recorder, max_batch_tokens=64)
-        batcher.start()
-        busy = asyncio.ensure_future(batcher.score([[1]]))  # holds the worker for 0.3 s
-        await asyncio.sleep(0.05)
-        abandoned = asyncio.ensure_future(batcher.score([[7]] * 50))
-        await asyncio.sleep(0.05)
-        abandoned.cancel()
-        scores = await busy
-        kept = await batcher.score([[2]])
-        await batcher.close()
-        return scores, kept, batcher.dropped
-
-    scores, kept, dropped = asyncio.run(main())
-
-    assert scores == [1.0] and kept == [2.0]
-    assert dropped == 50 and all(ids != [7] for batch in recorder.passes for ids in batch)
-
-
-def test_the_event_loop_keeps_running_while_the_model_computes():
-    async def main():
-        batcher = ContinuousBatcher(Recorder(seconds=0.5), max_batch_tokens=64)
-        batcher.start()
-        scoring = asyncio.ensure_future(batcher.score([[1]]))
-        ticks = 0
-        while not scoring.done():
-            await asyncio.sleep(0.01)
-            ticks += 1
-        await batcher.close()
-        return ticks
-
-    assert asyncio.run(main()) >= 10
-
-
-def test_empty_request_needs_no_pass():
-    recorder = Recorder()
-
-    assert run_concurrently(ContinuousBatcher(recorder, max_batch_tokens=64), [[]]) == [[]]
-    assert recorder.passes == []
-
-
-@pytest.mark.parametrize(
-    ("values", "message"),
-    [
-        ({"max_batch_size": 0}, r"max_batch_size \(--max-batch-size\) must be >= 1, got 0"),
-        ({"max_batch_tokens": 0}, r"max_batch_tokens \(--max-batch-tokens\) must be >= 1, got 0"),
-        ({"backend": "onnx"}, r"backend \(--backend\) must be one of torch, int8, got 'onnx'"),
-        ({"empty_score": math.nan}, r"empty_score \(--empty-score\): empty_score must be a finite number"),
-        ({"max_repeated_share": 1.5}, r"max_repeated_share \(--max-repeated-share\): .* in \[0, 1\)"),
-        ({"max_queries_per_request": 0}, r"max_queries_per_request \(--max-queries-per-request\) must be >= 1"),
-        ({"max_body_bytes": 0}, r"max_body_bytes \(--max-body-bytes\) must be >= 1"),
-        ({"port": 70000}, r"port \(--port\) must be in 0..65535, got 70000"),
-        ({"dtype": "fp16"}, r"dtype \(--dtype\) must be one of float32, bfloat16, float16, got 'fp16'"),
-        ({"model": ""}, r"model \(--model\) is required"),
-    ],
-)
-def test_serve_config_names_the_bad_field(values, message):
-    with pytest.raises(ValueError, match=message):
-        ServeConfig(**{"model": "runs/final_model", **values})
 
 
 # The command line
@@ -245,6 +81,15 @@ def test_model_that_is_not_a_reward_model_exits_2_before_listening(tiny_encoder_
 
     assert main(["--model", str(tiny_encoder_dir), "--port", str(free_port())]) == 2
     assert "model_type 'modernbert', expected 'query_reward'" in capsys.readouterr().err
+
+
+def test_a_device_this_machine_lacks_exits_2_before_listening(saved_model_dir):
+    """`--device cuda` without CUDA: the error, exit 2, and the server never says it is running."""
+    command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(saved_model_dir), "--device", "cuda:7"]
+    result = subprocess.run([*command, "--port", str(free_port())], capture_output=True, text=True, timeout=180)
+
+    assert result.returncode == 2
+    assert "device 'cuda:7' is not available" in result.stderr and "Uvicorn running" not in result.stderr
 
 
 # The real server

@@ -206,7 +206,13 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     if args.classify:
         threshold = scorer.decision_threshold if args.threshold is None else args.threshold
     if args.output is None:
-        write_scores(queries, scores, args.output_format, stdout, threshold)
+        try:
+            write_scores(queries, scores, args.output_format, stdout, threshold)
+            stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`qrm predict ... | head -1`): what it wanted was written. Later writes to
+            # the closed pipe, Python's own flush at exit included, go to /dev/null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -219,3 +225,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
 
 
 __all__ = ["InputError", "check_output", "main", "make_parser", "parse_lines", "read_queries", "write_scores"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

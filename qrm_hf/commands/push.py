@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging()
     from ..final import push_folder
-    from ..scoring import check_reward_model
+    from ..model_files import check_reward_model
 
     try:
         check_reward_model(args.folder)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import error_exit
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..storage import StorageError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.output_dir is not None and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        return error_exit(ValueError(f"--output-dir {args.output_dir} is a file, not a folder"))
     try:
         path = rebuild_report(args.storage, args.study_name, args.output_dir, seed=args.seed)
     except (StudyNotFoundError, StorageError) as error:

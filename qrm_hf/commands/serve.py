@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import typing
+from typing import Any
 
-from ..serve_config import BACKENDS, DTYPES, LOG_LEVELS, ServeConfig
+from ..serve_config import ServeConfig
 
 
 def optional_float(text: str) -> float | None:
@@ -28,27 +30,20 @@ def optional_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
 
 
-# Flag -> argparse type and choices; help and default come from the ServeConfig field of the same name.
-FLAGS: dict[str, dict] = {
-    "model": {"type": str, "required": True},
-    "revision": {"type": str},
-    "host": {"type": str},
-    "port": {"type": int},
-    "device": {"type": str},
-    "dtype": {"type": str, "choices": DTYPES},
-    "backend": {"type": str, "choices": BACKENDS},
-    "max_batch_tokens": {"type": int},
-    "max_batch_size": {"type": int},
-    "empty_score": {"type": optional_float},
-    "length_guard": {"action": argparse.BooleanOptionalAction},
-    "max_repeated_share": {"type": optional_float},
-    "max_queries_per_request": {"type": int},
-    "max_body_bytes": {"type": int},
-    "log_level": {"type": str, "choices": LOG_LEVELS},
-}
+def flag_options(annotation: Any) -> dict[str, Any]:
+    """argparse options of a ServeConfig field of type `annotation`: bool -> --flag/--no-flag, `float | None`
+    -> a number or `none`, and int, float, str as they are."""
+    members = [member for member in typing.get_args(annotation) if member is not type(None)] or [annotation]
+    kind = members[0]
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if kind is float and type(None) in typing.get_args(annotation):
+        return {"type": optional_float}
+    return {"type": kind}
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """One flag per ServeConfig field: its type, help, default and choices come from the dataclass."""
     parser = argparse.ArgumentParser(
         prog="qrm serve",
         description="Serve a query reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), "
@@ -56,13 +51,20 @@ def make_parser() -> argparse.ArgumentParser:
         "in length-sorted passes capped by --max-batch-tokens.",
         epilog="Stop it with SIGTERM or Ctrl-C: requests in flight are answered first.",
     )
-    fields = {field.name: field for field in dataclasses.fields(ServeConfig)}
-    for name, options in FLAGS.items():
-        field = fields[name]
-        default = None if field.default is dataclasses.MISSING else field.default
-        shown = "" if options.get("required") or default is None else " (default: %(default)s)"
+    types = typing.get_type_hints(ServeConfig)
+    for field in dataclasses.fields(ServeConfig):
+        required = field.default is dataclasses.MISSING
+        default = None if required else field.default
+        shown = "" if required or default is None else " (default: %(default)s)"
+        options = flag_options(types[field.name])
+        if "choices" in field.metadata:
+            options["choices"] = field.metadata["choices"]
         parser.add_argument(
-            f"--{name.replace('_', '-')}", default=default, help=field.metadata["help"] + shown, **options
+            f"--{field.name.replace('_', '-')}",
+            default=default,
+            required=required,
+            help=field.metadata["help"] + shown,
+            **options,
         )
     return parser
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
-    from ..scoring import check_reward_model
+    from ..model_files import check_reward_model
 
     # Checked before listening, so a wrong --model fails at once instead of as a server that never gets ready.
     try:

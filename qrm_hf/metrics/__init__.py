@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from .thresholds import (
     CANDIDATE_THRESHOLDS,
+    PAPER_THRESHOLD,
     THRESHOLD_METRICS,
-    WELLFORMED_THRESHOLD,
     as_scores,
     choose_threshold,
     threshold_curve,
@@ -38,12 +38,12 @@ def score_metrics(predictions: Any, references: Any, decision_threshold: float |
     and F1 when a prediction at or above it counts as well-formed (`*_at_threshold`)."""
     predicted = as_scores(predictions, "predictions")
     true = as_scores(references, "references")
-    metrics = load_metric().compute(predictions=predicted, references=true, threshold=WELLFORMED_THRESHOLD)
+    metrics = load_metric().compute(predictions=predicted, references=true, threshold=PAPER_THRESHOLD)
     if decision_threshold is not None:
         at = load_metric().compute(
             predictions=predicted,
             references=true,
-            threshold=WELLFORMED_THRESHOLD,
+            threshold=PAPER_THRESHOLD,
             decision_threshold=decision_threshold,
         )
         metrics["decision_threshold"] = float(decision_threshold)
@@ -60,7 +60,7 @@ __all__ = [
     "CANDIDATE_THRESHOLDS",
     "METRIC_MODULE",
     "THRESHOLD_METRICS",
-    "WELLFORMED_THRESHOLD",
+    "PAPER_THRESHOLD",
     "as_scores",
     "choose_threshold",
     "compute_metrics",

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-# The paper's label: a query whose mean rating is at least 0.8 is well-formed (Faruqui & Das 2018).
-WELLFORMED_THRESHOLD = 0.8
+# The paper's label: a query whose mean rating is at least 0.8 is well-formed (Faruqui & Das 2018). The one
+# definition in qrm_hf; configuration_qrm.py repeats it because it is copied into every saved model alone.
+PAPER_THRESHOLD = 0.8
 THRESHOLD_METRICS = ("accuracy", "f1")
 # Candidate decision thresholds: every 0.005 in [0, 1].
 CANDIDATE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 201), 3)
@@ -28,7 +29,7 @@ def as_scores(values: Any, what: str = "predictions") -> np.ndarray:
 
 
 def threshold_curve(
-    predictions: Any, references: Any, thresholds: Any, label_threshold: float = WELLFORMED_THRESHOLD
+    predictions: Any, references: Any, thresholds: Any, label_threshold: float = PAPER_THRESHOLD
 ) -> dict[str, np.ndarray]:
     """Accuracy and F1 of "well-formed" when a prediction >= each decision threshold counts as well-formed.
 
@@ -72,14 +73,14 @@ def choose_threshold(predictions: Any, references: Any, metric: str = "accuracy"
     curve = threshold_curve(predictions, references, CANDIDATE_THRESHOLDS)
     values = curve[metric]
     best = np.flatnonzero(np.isclose(values, values.max(), rtol=0.0, atol=1e-12))
-    nearest = best[np.argmin(np.abs(CANDIDATE_THRESHOLDS[best] - WELLFORMED_THRESHOLD))]
+    nearest = best[np.argmin(np.abs(CANDIDATE_THRESHOLDS[best] - PAPER_THRESHOLD))]
     return float(CANDIDATE_THRESHOLDS[nearest])
 
 
 __all__ = [
     "CANDIDATE_THRESHOLDS",
     "THRESHOLD_METRICS",
-    "WELLFORMED_THRESHOLD",
+    "PAPER_THRESHOLD",
     "as_scores",
     "choose_threshold",
     "threshold_curve",

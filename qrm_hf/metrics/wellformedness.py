@@ -19,14 +19,14 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of float): predicted scores.
     references (list of float): true scores in [0, 1].
-    threshold (float, default 0.8): a true score >= threshold means well-formed.
+    threshold (float): a true score >= threshold means well-formed (the paper's is 0.8).
     decision_threshold (float, default: threshold): a predicted score >= it counts as well-formed.
 Returns:
     dict with mse, mae, rmse, pearson, spearman, r2, accuracy, precision, recall, f1, mean_prediction,
     mean_reference, n.
 Example:
     >>> metric = evaluate.load("qrm_hf/metrics/wellformedness.py")
-    >>> metric.compute(predictions=[0.9, 0.1], references=[1.0, 0.0])["accuracy"]
+    >>> metric.compute(predictions=[0.9, 0.1], references=[1.0, 0.0], threshold=0.8)["accuracy"]
     1.0
 """
 
@@ -61,7 +61,7 @@ class Wellformedness(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, threshold: float = 0.8, decision_threshold=None) -> dict:
+    def _compute(self, predictions, references, threshold: float, decision_threshold=None) -> dict:
         predicted = np.asarray(predictions, dtype=np.float64)
         true = np.asarray(references, dtype=np.float64)
         errors = predicted - true

@@ -25,7 +25,7 @@ from _common import machine, median, peak_rss_mb  # noqa: E402
 def build_model(folder: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
-    from qrm_hf.final import save_reward_model
+    from qrm_hf.model_files import save_reward_model
     from qrm_hf.modeling_qrm import QueryRewardModel
     from qrm_hf.run_config import RunConfig
 

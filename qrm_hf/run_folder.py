@@ -1,0 +1,133 @@
+"""The run folder: writable before anything starts, one final-model writer at a time, and the typed summary of
+how the final model was made (final_model.json), written and read by one pair of functions.
+
+Workers of one study may share an output folder (the README's many-GPU loop). Each trains trials; once the study
+is full, the first to claim the folder trains and saves the final model, and the others exit saying who does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .run_config import ConfigError, RunLayout
+
+
+def check_writable(folder: Path, flag: str = "--output-dir") -> None:
+    """ConfigError naming `flag` when `folder` could not be created or written, found before any study opens
+    and without creating anything: its nearest existing ancestor must be a folder this process may write in."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {folder}: cannot write there ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {folder}: cannot write there ({existing} is not writable)")
+
+
+def _holder_alive(holder: dict) -> bool:
+    """Whether the process that wrote a claim still runs (on this host; a claim from another host counts)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class FinalModelClaimed(RuntimeError):
+    """Another live worker trains this run's final model; the message names it."""
+
+
+@contextlib.contextmanager
+def claim_final_model(layout: RunLayout) -> Iterator[None]:
+    """Hold `layout.final_lock` while training and saving the final model; FinalModelClaimed when a live worker
+    holds it. A claim left by a dead process is taken over."""
+    lock = layout.final_lock
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                holder = {}
+            if _holder_alive(holder):
+                raise FinalModelClaimed(
+                    f"the final model of this run is trained by {holder.get('host', '?')} pid {holder.get('pid', '?')} "
+                    f"(since {holder.get('since', '?')}; {lock}): this worker's trials are in the study, nothing "
+                    "more to do here"
+                ) from None
+            lock.unlink(missing_ok=True)  # its writer died: take over
+            continue
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            json.dump(me, out)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Mean prediction minus mean label: on 2,000 of the model's own training rows (eval mode), dev and test."""
+
+    train_offset_eval_mode: float
+    dev_offset: float
+    test_offset: float
+    offset_flagged: bool
+
+
+@dataclass(frozen=True)
+class FinalSummary:
+    """How the shipped model was made and how it is calibrated: final_model.json, the report's section."""
+
+    method: str
+    best_epoch: float | None
+    decision_threshold: float
+    threshold_metric: str
+    loss: str
+    encoder_dropout: float | None
+    dev_metrics: dict[str, float]
+    calibration: Calibration
+    final_max_epochs: int | None = None
+    soup: list[str] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+
+def write_final_summary(summary: FinalSummary, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(summary), indent=2), encoding="utf-8")
+
+
+def read_final_summary(path: Path) -> FinalSummary | None:
+    """The summary at `path` (None when the run has none yet); keys this version does not know are ignored."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    known = {item.name for item in fields(FinalSummary)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["calibration"] = Calibration(**values["calibration"])
+    return FinalSummary(**values)
+
+
+__all__ = [
+    "Calibration",
+    "FinalModelClaimed",
+    "FinalSummary",
+    "check_writable",
+    "claim_final_model",
+    "read_final_summary",
+    "write_final_summary",
+]

@@ -1,0 +1,77 @@
+"""The reward rule on its own: what counts as empty, the guards, and one rule for every caller."""
+
+import pytest
+
+from qrm_hf.reward_rule import RewardRule, has_visible_character, repeated_share, without_prompt
+
+
+def fixed_model(score: float = 0.9, tokens: int = 8):
+    """A stand-in for the model's side of the rule: every text scores `score` and has `tokens` tokens."""
+    calls: list[list[str]] = []
+
+    def score_and_count(texts):
+        calls.append(list(texts))
+        return [score] * len(texts), [tokens] * len(texts)
+
+    return score_and_count, calls
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t", "\u200b", "\u200d\ufeff", "\x00", "\ufffd", "\ud800", " \u2060 "])
+def test_text_with_nothing_visible_is_empty_and_never_reaches_the_model(text):
+    model, calls = fixed_model()
+    assert not has_visible_character(text)
+    assert RewardRule(empty_score=-0.5).rewards([text, "owls"], model, max_length=64) == [-0.5, 0.9]
+    assert calls == [["owls"]]
+
+
+def test_empty_score_none_sends_empty_text_to_the_model():
+    model, calls = fixed_model(0.23)
+    assert RewardRule(empty_score=None).rewards(["", " "], model, max_length=64) == [0.23, 0.23]
+    assert calls == [["", ""]]
+
+
+def test_the_length_guard_scales_text_past_max_length():
+    model, _ = fixed_model(0.9, tokens=128)
+    assert RewardRule().rewards(["a long one"], model, max_length=64) == pytest.approx([0.45])
+    assert RewardRule(length_guard=False).rewards(["a long one"], model, max_length=64) == [0.9]
+    exact, _ = fixed_model(0.9, tokens=64)
+    assert RewardRule().rewards(["just fits"], exact, max_length=64) == [0.9]
+
+
+def test_the_repetition_guard_gives_empty_score_to_repeated_words_and_symbols():
+    model, _ = fixed_model()
+    rule = RewardRule(empty_score=0.1, max_repeated_share=0.35)
+    texts = ["how do owls hunt ?", "what what what what is it", "how do owls hunt ? ? ? ? ? ?", "owls owls"]
+    assert rule.rewards(texts, model, max_length=64) == [0.9, 0.1, 0.1, 0.1]
+    assert repeated_share("The the THE") == pytest.approx(2 / 3)
+
+
+def test_openrlhf_prompt_stripping_happens_before_the_empty_test():
+    model, _ = fixed_model()
+    prompt = "<|user|>write a query<|assistant|>"
+    texts = [without_prompt(prompt + " \n", prompt), without_prompt(prompt + " owls", prompt), "no prompt"]
+    assert RewardRule().rewards(texts, model, max_length=64) == [0.0, 0.9, 0.9]
+    assert without_prompt("other text", prompt) == "other text"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"empty_score": float("nan")}, "empty_score must be a finite number or None"),
+        ({"empty_score": True}, "empty_score must be a finite number or None"),
+        ({"length_guard": "yes"}, "length_guard must be true or false"),
+        ({"max_repeated_share": 1.0}, r"max_repeated_share must be a number in \[0, 1\) or None"),
+    ],
+)
+def test_bad_rules_are_refused_by_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        RewardRule(**values)
+
+
+def test_a_rule_travels_as_json_and_unknown_keys_are_named():
+    rule = RewardRule(empty_score=-1.0, length_guard=False, max_repeated_share=0.4)
+    assert RewardRule.from_dict(rule.to_dict()) == rule
+    with pytest.raises(ValueError, match=r"unknown keys \['empty'\]"):
+        RewardRule.from_dict({"empty": 0})
+    with pytest.raises(ValueError, match="must be an object"):
+        RewardRule.from_dict([0.0])

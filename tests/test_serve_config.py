@@ -1,0 +1,34 @@
+"""ServeConfig: every bad field refused by name, with its flag."""
+
+import math
+
+import pytest
+
+from qrm_hf.reward_rule import RewardRule
+from qrm_hf.serve_config import ServeConfig
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_batch_size": 0}, r"max_batch_size \(--max-batch-size\) must be >= 1, got 0"),
+        ({"max_batch_tokens": 0}, r"max_batch_tokens \(--max-batch-tokens\) must be >= 1, got 0"),
+        ({"backend": "onnx"}, r"backend \(--backend\) must be one of torch, int8, got 'onnx'"),
+        ({"empty_score": math.nan}, r"empty_score \(--empty-score\): empty_score must be a finite number"),
+        ({"max_repeated_share": 1.5}, r"max_repeated_share \(--max-repeated-share\): .* in \[0, 1\)"),
+        ({"max_queries_per_request": 0}, r"max_queries_per_request \(--max-queries-per-request\) must be >= 1"),
+        ({"max_body_bytes": 0}, r"max_body_bytes \(--max-body-bytes\) must be >= 1"),
+        ({"port": 70000}, r"port \(--port\) must be in 0..65535, got 70000"),
+        ({"dtype": "fp16"}, r"dtype \(--dtype\) must be one of float32, bfloat16, float16, got 'fp16'"),
+        ({"model": ""}, r"model \(--model\) is required"),
+    ],
+)
+def test_serve_config_names_the_bad_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        ServeConfig(**{"model": "runs/final_model", **values})
+
+
+def test_the_servers_reward_rule_comes_from_its_fields():
+    config = ServeConfig(model="m", empty_score=-1.0, length_guard=False, max_repeated_share=0.4)
+    assert config.rule() == RewardRule(empty_score=-1.0, length_guard=False, max_repeated_share=0.4)
+    assert ServeConfig(model="m").rule() == RewardRule()
