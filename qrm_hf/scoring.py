@@ -171,14 +171,16 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 def quantize_linear_layers(model: QueryRewardModel) -> QueryRewardModel:
-    """The model with every Linear layer's weights in int8, activations quantized on the fly (CPU inference)."""
+    """The model with its encoder's Linear weights in int8, activations quantized on the fly (CPU inference);
+    the small regression head stays in float, since its one output is the score itself."""
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated; the kernels are stock
         warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model.encoder = quantize_dynamic(model.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
 
 
 class QueryScorer:
