@@ -172,11 +172,8 @@ def probe_scorer(scorer: Any, queries: Sequence[str], labels: Sequence[float], c
     """The probe of a `QueryScorer` on `count` well-formed queries of (queries, labels), with the rules' cost
     measured on all of them."""
 
-    def score_and_count(texts: list[str]) -> tuple[list[float], list[int]]:
-        return scorer.score(texts, show_progress=False), scorer.token_counts(texts)
-
     chosen = well_formed_queries(queries, labels, count, seed)
-    return probe(score_and_count, scorer.max_length, chosen, queries, labels, seed=seed)
+    return probe(scorer.score_and_count, scorer.max_length, chosen, queries, labels, seed=seed)
 
 
 def format_probe(result: ProbeResult) -> list[str]:

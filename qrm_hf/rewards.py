@@ -155,8 +155,7 @@ def local_rewards(
     texts = [normalize_query(text) if isinstance(text, str) else "" for text in texts]
 
     def score_and_count(written: list[str]) -> tuple[list[float], list[int]]:
-        scores = scorer.score(written, raw=raw, batch_size=batch_size, show_progress=False)
-        return scores, scorer.token_counts(written)
+        return scorer.score_and_count(written, raw=raw, batch_size=batch_size)
 
     return rule.rewards(texts, score_and_count, scorer.max_length)
 

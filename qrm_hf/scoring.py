@@ -223,7 +223,7 @@ class QueryScorer:
         """Load a saved reward model folder or Hub repo id (at `revision`) with its tokenizer.
 
         `device` None picks cuda, then mps, then cpu; `dtype` None means bfloat16 on CUDA, float32 elsewhere.
-        `backend="int8"` quantizes every Linear layer's weights to int8 (torch's dynamic quantization, CPU only:
+        `backend="int8"` quantizes the encoder's Linear weights to int8 (torch's dynamic quantization, CPU only:
         faster on a CPU at a test-MSE cost measured in results/BENCHMARKS.md).
         Raises OSError or ValueError naming what is missing when `name_or_path` is not a query reward model.
         """
@@ -280,22 +280,34 @@ class QueryScorer:
         naming its index; a dict or DataFrame raises TypeError saying to pass one column. `show_progress` None
         shows a progress bar from `PROGRESS_MIN_QUERIES` queries on.
         """
+        return self.score_and_count(queries, raw=raw, batch_size=batch_size, show_progress=show_progress)[0]
+
+    def score_and_count(
+        self,
+        queries: Iterable[str],
+        raw: bool = False,
+        batch_size: int | None = None,
+        show_progress: bool | None = False,
+    ) -> tuple[list[float], list[int]]:
+        """[`score`] and [`token_counts`] of `queries` from one tokenization: what the reward rule needs."""
         batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
         texts = _as_texts(queries)
         if not texts:
-            return []
+            return [], []
         # Longest first: batches of similar length pad little, and an out-of-memory error comes at once.
         order = sorted(range(len(texts)), key=lambda index: len(texts[index]), reverse=True)
-        scores = [0.0] * len(texts)
+        scores, counts = [0.0] * len(texts), [0] * len(texts)
         progress = len(texts) >= PROGRESS_MIN_QUERIES if show_progress is None else show_progress
         with tqdm(total=len(texts), desc="Scoring", unit="query", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
-                values = self.score_ids(self.encode([texts[index] for index in indices]), raw=raw)
-                for index, value in zip(indices, values, strict=True):
-                    scores[index] = value
+                batch = [texts[index] for index in indices]
+                encoded = self.encode(batch)
+                values = self.score_ids(encoded, raw=raw)
+                for index, value, count in zip(indices, values, self.token_counts(batch, encoded), strict=True):
+                    scores[index], counts[index] = value, count
                 bar.update(len(indices))
-        return scores
+        return scores, counts
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each (normalized) text as the model reads it: cut to `max_length` tokens, keeping the

@@ -133,15 +133,15 @@ def test_grpo_trainer_trains_two_steps_with_the_reward(saved_model_dir, minilm_p
 
 @pytest.fixture
 def scored(scorer, monkeypatch):
-    """The queries the scorer's model is asked to score, call by call."""
+    """The queries the scorer's model is asked to score, call by call (`score` goes through `score_and_count`)."""
     calls: list[list[str]] = []
-    score = scorer.score
+    score_and_count = scorer.score_and_count
 
-    def recording_score(queries, *args, **kwargs):
+    def recording(queries, *args, **kwargs):
         calls.append(list(queries))
-        return score(queries, *args, **kwargs)
+        return score_and_count(queries, *args, **kwargs)
 
-    monkeypatch.setattr(scorer, "score", recording_score)
+    monkeypatch.setattr(scorer, "score_and_count", recording)
     return calls
 
 
