@@ -12,6 +12,7 @@ _EXPORTS = {
     "QRMTrainer": "trainer",
     "QRMTrainingArguments": "training_args",
     "QueryRewardConfig": "configuration_qrm",
+    "QueryRewardEnsemble": "modeling_qrm",
     "QueryRewardModel": "modeling_qrm",
     "QueryRewardOutput": "modeling_qrm",
     "QueryScorer": "scoring",

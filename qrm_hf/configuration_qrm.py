@@ -17,13 +17,16 @@ LOSSES = ("mse", "bce")
 # The paper's convention: a query whose mean rating is at least 0.8 counts as well-formed.
 PAPER_THRESHOLD = 0.8
 
-# The Auto classes a saved folder registers, so that AutoModel and the text-classification pipeline
-# both find the reward model with trust_remote_code.
-AUTO_MAP = {
-    "AutoConfig": "configuration_qrm.QueryRewardConfig",
-    "AutoModel": "modeling_qrm.QueryRewardModel",
-    "AutoModelForSequenceClassification": "modeling_qrm.QueryRewardModel",
-}
+
+def auto_map_for(ensemble_size: int = 1) -> dict[str, str]:
+    """The Auto classes a saved folder registers, so that AutoModel and the text-classification pipeline both
+    find the reward model (or the ensemble of them) with trust_remote_code."""
+    model = "modeling_qrm.QueryRewardModel" if ensemble_size == 1 else "modeling_qrm.QueryRewardEnsemble"
+    return {
+        "AutoConfig": "configuration_qrm.QueryRewardConfig",
+        "AutoModel": model,
+        "AutoModelForSequenceClassification": model,
+    }
 
 
 class QueryRewardConfig(PretrainedConfig):
@@ -48,6 +51,8 @@ class QueryRewardConfig(PretrainedConfig):
             the score is the sigmoid of the head's output, so it lies in [0, 1] by construction).
         decision_threshold (`float`): a score at or above it means well-formed (`QueryScorer.classify`); a run
             chooses it on dev, never on test.
+        ensemble_size (`int`, *optional*, defaults to 1): members of a [`QueryRewardEnsemble`] (fine-tunes of one
+            architecture whose scores are averaged); 1 is a single [`QueryRewardModel`].
 
     Example:
         >>> from transformers import BertConfig
@@ -72,6 +77,7 @@ class QueryRewardConfig(PretrainedConfig):
     encoder_dropout: float | None = 0.0
     loss: str = "mse"
     decision_threshold: float = PAPER_THRESHOLD
+    ensemble_size: int = 1
 
     def __post_init__(self, **kwargs: Any) -> None:
         # A regression output: tooling must not squash it as if it were a class probability.
@@ -80,7 +86,7 @@ class QueryRewardConfig(PretrainedConfig):
         if self.id2label is None:
             self.id2label = {0: "wellformedness"}
         if getattr(self, "auto_map", None) is None:
-            self.auto_map = dict(AUTO_MAP)
+            self.auto_map = auto_map_for(self.ensemble_size)
         super().__post_init__(**kwargs)
         self._validate_head()
         if self.encoder_dropout is not None:
@@ -104,6 +110,8 @@ class QueryRewardConfig(PretrainedConfig):
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0.0 <= self.decision_threshold <= 1.0:
             raise ValueError(f"decision_threshold must be in [0, 1], got {self.decision_threshold}")
+        if isinstance(self.ensemble_size, bool) or not isinstance(self.ensemble_size, int) or self.ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be an int >= 1, got {self.ensemble_size!r}")
         if self.encoder_dropout is not None:
             if not 0.0 <= self.encoder_dropout < 1.0:
                 raise ValueError(f"encoder_dropout must be in [0, 1) or None, got {self.encoder_dropout}")
@@ -145,4 +153,4 @@ def encoder_dropout_fields(encoder: PretrainedConfig) -> list[str]:
 
 QueryRewardConfig.register_for_auto_class()
 
-__all__ = ["LOSSES", "PAPER_THRESHOLD", "QueryRewardConfig", "encoder_dropout_fields"]
+__all__ = ["LOSSES", "PAPER_THRESHOLD", "QueryRewardConfig", "auto_map_for", "encoder_dropout_fields"]

@@ -3,14 +3,16 @@
 How the shipped model is made (results/BENCHMARKS.md, "Quality"): the best trial's values are trained on the
 whole training split, with the trial's schedule or up to `final_max_epochs`; dev is evaluated after every epoch,
 early stopping applies, and the epoch with the lowest dev MSE is kept (transformers' `load_best_model_at_end`).
-With `soup_size` > 1 the next best trials of the same architecture are trained the same way and their weights
-averaged where dev says so (`qrm_hf.soup`). The shipped model's dev predictions choose the decision threshold;
+With `final_candidates` > 1 the next best trials of the same architecture are trained the same way and combined
+where dev says so (`qrm_hf.soup`): their weights averaged (`combine: soup`, one model) or their scores
+(`combine: ensemble`, a `QueryRewardEnsemble`). The shipped model's dev predictions choose the decision threshold;
 the test split is scored once, at the end. The search may have seen fewer training rows
 (`search_train_samples`); this stage always trains on all of them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -26,10 +28,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .card import QueryRewardCardData, write_model_card
 from .metrics import as_scores, choose_threshold, score_metrics
 from .model_files import save_reward_model
-from .modeling_qrm import QueryRewardModel
+from .modeling_qrm import QueryRewardEnsemble, QueryRewardModel
 from .run_config import RunConfig
 from .search_space import SearchSpace
-from .soup import Ingredient, greedy_soup, soup_key
+from .soup import Ingredient, greedy_ensemble, greedy_soup, soup_key
 from .trainer import QRMTrainer, best_epoch
 from .training_run import RunBuilder, make_trainer
 
@@ -58,7 +60,7 @@ class Predictions:
 class FinalResult:
     """The final model and the evidence about it: dev (selection, threshold) and test (reported once)."""
 
-    model: QueryRewardModel
+    model: QueryRewardModel | QueryRewardEnsemble
     best_epoch: float | None
     decision_threshold: float
     dev: Predictions
@@ -69,8 +71,8 @@ class FinalResult:
     candidates: tuple[CandidateRecord, ...] = ()
 
     @property
-    def soup(self) -> tuple[str, ...]:
-        """The candidates averaged into the shipped model (one label: no soup)."""
+    def combined(self) -> tuple[str, ...]:
+        """The candidates in the shipped model, best first (one label: the best candidate alone)."""
         return tuple(record.label for record in self.candidates if record.in_model)
 
     @property
@@ -171,14 +173,15 @@ def train_final(
     encoder: PreTrainedModel,
 ) -> FinalResult:
     """Train each candidate (over the space's fixed values) on all of train and keep its best dev epoch; with
-    more than one, combine them into a greedy soup chosen on dev (`qrm_hf.soup`). Then choose the decision
-    threshold on dev (`config.threshold_metric`) and score test once. `candidates` may be one point's values."""
+    more than one, combine them greedily on dev (`config.combine`: a weight soup or an ensemble, `qrm_hf.soup`).
+    Then choose the decision threshold on dev (`config.threshold_metric`) and score test once. `candidates` may
+    be one point's values."""
     if isinstance(candidates, dict):
         candidates = [Candidate(candidates)]
     if not candidates:
         raise ValueError("the final stage needs at least one candidate configuration")
     trainer = None
-    ingredients, records = [], {}
+    ingredients, records, dev_predictions = [], {}, {}
     for index, candidate in enumerate(candidates):
         if len(candidates) > 1:
             logger.info("final stage: candidate %d of %d (%s)", index + 1, len(candidates), candidate.label)
@@ -188,10 +191,23 @@ def train_final(
         if len(candidates) > 1:
             weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in fitted.model.state_dict().items()}
             ingredients.append(Ingredient(candidate.label, weights, _mse(dev)))
+            dev_predictions[candidate.label] = dev.predicted
         if trainer is None:
             trainer = fitted
     chosen = (candidates[0].label,)
-    if len(ingredients) > 1:
+    if len(ingredients) > 1 and config.combine == "ensemble":
+        chosen, dev_mse = greedy_ensemble(ingredients, dev_predictions, dev.true)
+        by_label = {ingredient.label: ingredient for ingredient in ingredients}
+        trainer.model.load_state_dict(by_label[chosen[0]].weights)
+        if len(chosen) > 1:
+            members = []
+            for label in chosen:
+                member = copy.deepcopy(trainer.model)
+                member.load_state_dict(by_label[label].weights)
+                members.append(member)
+            trainer = make_trainer(trainer.args, tokenizer, tokenized, model=QueryRewardEnsemble.from_members(members))
+        logger.info("final stage: ensemble of %s, dev MSE %.5f", ", ".join(chosen), dev_mse)
+    elif len(ingredients) > 1:
         model = trainer.model
 
         def dev_mse_of(weights: dict[str, Any]) -> float:

@@ -6,6 +6,8 @@ Self-contained (it imports only torch, transformers and its own config) so that 
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +15,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .configuration_qrm import QueryRewardConfig
+from .configuration_qrm import QueryRewardConfig, auto_map_for
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -30,12 +32,15 @@ class QueryRewardOutput(ModelOutput):
     `logits` has shape `(batch, 1)` as transformers' pipelines expect; `scores` is the same values flattened
     to `(batch,)`. Both are the model's score: the head's raw output for a `mse` model (a well-trained one keeps
     it near [0, 1] but nothing clamps it), its sigmoid for a `bce` model (in [0, 1] by construction). So a
-    pipeline with `function_to_apply="none"` gives the score whatever the loss.
+    pipeline with `function_to_apply="none"` gives the score whatever the loss. An ensemble's `scores` are its
+    members' mean and `spread` their standard deviation, shape `(batch,)`: how much the members disagree, an
+    uncertainty (None for a single model).
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     scores: torch.Tensor | None = None
+    spread: torch.Tensor | None = None
 
 
 class RegressionHead(nn.Module):
@@ -146,7 +151,87 @@ class QueryRewardModel(PreTrainedModel):
         return QueryRewardOutput(loss=loss, logits=scores.unsqueeze(-1), scores=scores)
 
 
+class QueryRewardEnsemble(PreTrainedModel):
+    """Fine-tunes of one architecture whose scores are averaged: one model folder, `config.ensemble_size`
+    members, each a [`QueryRewardModel`]. The output's `spread` (the members' standard deviation) says how much
+    they disagree, which a reward can penalise. It costs one forward pass per member.
+
+    Example:
+        >>> ensemble = QueryRewardEnsemble.from_members([model_a, model_b])  # doctest: +SKIP
+        >>> ensemble(**tokenizer(["how do owls hunt ?"], return_tensors="pt")).spread  # doctest: +SKIP
+    """
+
+    config_class = QueryRewardConfig
+    base_model_prefix = "query_reward_ensemble"
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def __init__(self, config: QueryRewardConfig) -> None:
+        super().__init__(config)
+        member = copy.deepcopy(config)
+        member.ensemble_size = 1
+        member.auto_map = auto_map_for(1)
+        self.members = nn.ModuleList([QueryRewardModel(member) for _ in range(config.ensemble_size)])
+        self.post_init()
+
+    @classmethod
+    def from_members(cls, members: Sequence[QueryRewardModel]) -> QueryRewardEnsemble:
+        """An ensemble holding copies of `members`' weights; they must share one architecture (their configs may
+        differ in dropout only, which is off at inference). The first member's config is kept."""
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        shapes = [
+            sorted((name, tuple(tensor.shape)) for name, tensor in member.state_dict().items()) for member in members
+        ]
+        for index, shape in enumerate(shapes[1:], start=1):
+            if shape != shapes[0]:
+                raise ValueError(f"member {index} has another architecture than member 0: they cannot be one ensemble")
+        config = copy.deepcopy(members[0].config)
+        config.ensemble_size = len(members)
+        config.auto_map = auto_map_for(len(members))
+        ensemble = cls(config)
+        for target, member in zip(ensemble.members, members, strict=True):
+            target.load_state_dict(member.state_dict())
+        return ensemble.to(next(members[0].parameters()).device)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Each member initialises its own head; the ensemble has no weights of its own.
+        if isinstance(module, QueryRewardModel):
+            module.init_weights()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.members[0].get_input_embeddings()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> QueryRewardOutput:
+        """The members' mean score and their spread; with `labels`, the loss of the mean score (`config.loss`).
+        Other arguments (`inputs_embeds`, `token_type_ids`) reach each member as they would a single model."""
+        each = torch.stack(
+            [member(input_ids=input_ids, attention_mask=attention_mask, **kwargs).scores for member in self.members]
+        )
+        scores, spread = each.mean(dim=0), each.std(dim=0, correction=0)
+        loss = None
+        if labels is not None:
+            targets = labels.float().view(-1)
+            if self.config.loss == "bce":
+                loss = nn.functional.binary_cross_entropy(scores.float().clamp(1e-7, 1 - 1e-7), targets)
+            else:
+                loss = nn.functional.mse_loss(scores.float(), targets)
+        return QueryRewardOutput(loss=loss, logits=scores.unsqueeze(-1), scores=scores, spread=spread)
+
+
+def reward_models(model: nn.Module) -> list[QueryRewardModel]:
+    """The single models inside `model`: itself, or an ensemble's members."""
+    return list(model.members) if isinstance(model, QueryRewardEnsemble) else [model]
+
+
 # Every save_pretrained then writes `auto_map` and copies this code, so the folder loads with trust_remote_code.
 QueryRewardModel.register_for_auto_class("AutoModel")
+QueryRewardEnsemble.register_for_auto_class("AutoModel")
 
-__all__ = ["QueryRewardModel", "QueryRewardOutput", "RegressionHead"]
+__all__ = ["QueryRewardEnsemble", "QueryRewardModel", "QueryRewardOutput", "RegressionHead", "reward_models"]

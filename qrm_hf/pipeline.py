@@ -132,7 +132,7 @@ def run_pipeline(config: RunConfig) -> RunResult:
         if refusal is not None:
             logger.warning(refusal)
             return RunResult(study_name=config.resolved_study_name, summary=summary)
-        candidates = soup_candidates(summary.completed, space, config.soup_size)
+        candidates = soup_candidates(summary.completed, space, config.final_candidates)
         final = train_final(config, space, candidates, tokenized, tokenizer, encoder)
         if not math.isfinite(final.dev_metrics["mse"]):
             raise RuntimeError(f"the final model's dev MSE is {final.dev_metrics['mse']}: it is not saved")
@@ -178,10 +178,15 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> Fi
     soup = ""
     if len(final.candidates) > 1:
         others = f"; the same for the next {len(final.candidates) - 1} best trials of its architecture"
-        if len(final.soup) > 1:
-            soup = f"{others}, and the weights of {', '.join(final.soup)} averaged (a greedy soup chosen on dev)"
+        members = ", ".join(final.combined)
+        if len(final.combined) == 1:
+            soup = f"{others}; combining lowered no dev MSE (greedy {config.combine}), so {members} alone ships"
+        elif config.combine == "ensemble":
+            soup = (
+                f"{others}, and {members} kept as an ensemble, their scores averaged (a greedy ensemble chosen on dev)"
+            )
         else:
-            soup = f"{others}; averaging lowered no dev MSE (greedy soup), so {final.soup[0]} alone ships"
+            soup = f"{others}, and the weights of {members} averaged (a greedy soup chosen on dev)"
     method = FINAL_MODEL_METHOD.format(
         train_rows=train_rows,
         epochs=epochs,
@@ -204,7 +209,8 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> Fi
             offset_flagged=final.offset_flagged,
         ),
         final_max_epochs=config.final_max_epochs,
-        soup=list(final.soup),
+        combine=config.combine,
+        combined=list(final.combined),
         candidates=[dataclasses.asdict(record) for record in final.candidates],
     )
 

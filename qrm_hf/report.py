@@ -332,7 +332,7 @@ def _final_model_section(final_summary: FinalSummary) -> list[str]:
 
 
 def _candidates_lines(candidates: list[dict[str, Any]]) -> list[str]:
-    """The final stage's candidates when it trained more than one (a soup): search value against the dev MSE on
+    """The final stage's candidates when it trained more than one (to combine): search value against the dev MSE on
     all of train, which also shows whether the search's rows ranked the configurations as all rows do."""
     if len(candidates) < 2:
         return []
@@ -347,7 +347,7 @@ def _candidates_lines(candidates: list[dict[str, Any]]) -> list[str]:
         )
         for record in candidates
     ]
-    header = ("candidate", "search value", "dev MSE, all of train", "best epoch", "epochs run", "in the soup")
+    header = ("candidate", "search value", "dev MSE, all of train", "best epoch", "epochs run", "in the model")
     lines = ["", "Candidates of the final stage:", "", *_table(header, rows), ""]
     ranked = [(r["search_value"], r["dev_mse"]) for r in candidates if r.get("search_value") is not None]
     if len(ranked) >= 3:

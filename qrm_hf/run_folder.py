@@ -102,7 +102,8 @@ class FinalSummary:
     dev_metrics: dict[str, float]
     calibration: Calibration
     final_max_epochs: int | None = None
-    soup: list[str] = field(default_factory=list)
+    combine: str = "soup"
+    combined: list[str] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -18,9 +18,10 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from .configuration_qrm import QueryRewardConfig
 from .metrics.thresholds import PAPER_THRESHOLD
 from .model_files import check_reward_model
-from .modeling_qrm import QueryRewardModel
+from .modeling_qrm import QueryRewardEnsemble, QueryRewardModel, reward_models
 
 # Below this many queries a progress bar is noise; above it the user wants to know the job is moving.
 PROGRESS_MIN_QUERIES = 1024
@@ -170,21 +171,22 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def quantize_linear_layers(model: QueryRewardModel) -> QueryRewardModel:
-    """The model with its encoder's Linear weights in int8, activations quantized on the fly (CPU inference);
-    the small regression head stays in float, since its one output is the score itself."""
+def quantize_linear_layers(model: QueryRewardModel | QueryRewardEnsemble) -> QueryRewardModel | QueryRewardEnsemble:
+    """The model with its encoder's (each member's) Linear weights in int8, activations quantized on the fly (CPU
+    inference); the small regression head stays in float, since its one output is the score itself."""
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated; the kernels are stock
         warnings.simplefilter("ignore", UserWarning)
-        model.encoder = quantize_dynamic(model.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        for member in reward_models(model):
+            member.encoder = quantize_dynamic(member.encoder, {torch.nn.Linear}, dtype=torch.qint8)
     return model
 
 
 class QueryScorer:
-    """Score search queries for wellformedness with a [`QueryRewardModel`].
+    """Score search queries for wellformedness with a [`QueryRewardModel`] or a [`QueryRewardEnsemble`].
 
     Queries are sorted by length so each batch pads little, scored under `torch.inference_mode`, and returned
     in the input order. Each query is cut to the model's `config.max_length` tokens.
@@ -197,7 +199,7 @@ class QueryScorer:
 
     def __init__(
         self,
-        model: QueryRewardModel,
+        model: QueryRewardModel | QueryRewardEnsemble,
         tokenizer: PreTrainedTokenizerBase,
         device: str | torch.device | None = None,
         batch_size: int = 64,
@@ -236,7 +238,9 @@ class QueryScorer:
         torch_dtype = resolve_dtype(dtype, target)
         check_reward_model(name_or_path, revision)
         try:
-            model = QueryRewardModel.from_pretrained(str(name_or_path), revision=revision, dtype=torch_dtype)
+            config = QueryRewardConfig.from_pretrained(str(name_or_path), revision=revision)
+            model_class = QueryRewardEnsemble if config.ensemble_size > 1 else QueryRewardModel
+            model = model_class.from_pretrained(str(name_or_path), revision=revision, config=config, dtype=torch_dtype)
         except SafetensorError as error:  # a Hub download cut short; local folders are checked above
             raise OSError(
                 f"{name_or_path}: the weights are incomplete or corrupt ({error}); download the model again"

@@ -1,9 +1,11 @@
-"""Model soups: fine-tunes of one pretrained encoder, combined by averaging their weights (Wortsman et al. 2022).
+"""Combining fine-tunes of one pretrained encoder: by averaging their weights (a model soup, Wortsman et al.
+2022) or their predictions (an ensemble).
 
 A hyperparameter search leaves several good configurations; the final stage may train the best few on all of
-train and average their weights. The result is one model of the same architecture: it loads, scores and serves
-exactly like a single fine-tune, at no extra inference cost. The greedy recipe adds an ingredient only when the
-average scores better on dev, so a soup is never worse on dev than its best ingredient.
+train and combine them. A soup is one model of the same architecture: it loads, scores and serves exactly like
+a single fine-tune, at no extra inference cost. An ensemble keeps every member and averages their scores: one
+forward pass per member, and the members' spread is an uncertainty. Both greedy recipes add an ingredient only
+when the combination scores better on dev, so the result is never worse on dev than its best ingredient.
 """
 
 from __future__ import annotations
@@ -78,23 +80,58 @@ def average_weights(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str,
     return averaged
 
 
-def greedy_soup(ingredients: Sequence[Ingredient], dev_mse_of: Callable[[dict[str, torch.Tensor]], float]) -> Soup:
-    """Wortsman et al.'s greedy soup: sort the ingredients by dev MSE, start from the best, and add each next one
-    if the uniform average of the soup with it has a dev MSE no higher than the soup's. `dev_mse_of` scores a
-    state dict on dev."""
+def greedy_choice(ingredients: Sequence[Any], dev_mse_of: Callable[[list[Any]], float]) -> tuple[list[Any], float]:
+    """Sort `ingredients` (anything with a `dev_mse`) best first, start from the best, and add each next one if
+    the combination with it (`dev_mse_of` a list of ingredients) has a dev MSE no higher than without it."""
     if not ingredients:
-        raise ValueError("a soup needs at least one ingredient")
+        raise ValueError("a combination needs at least one ingredient")
     ordered = sorted(ingredients, key=lambda ingredient: ingredient.dev_mse)
     chosen = [ordered[0]]
     best_mse = ordered[0].dev_mse
     for candidate in ordered[1:]:
-        trial_weights = average_weights([ingredient.weights for ingredient in (*chosen, candidate)])
-        mse = dev_mse_of(trial_weights)
+        mse = dev_mse_of([*chosen, candidate])
         if mse <= best_mse:
             chosen.append(candidate)
             best_mse = mse
+    return chosen, best_mse
+
+
+def greedy_soup(ingredients: Sequence[Ingredient], dev_mse_of: Callable[[dict[str, torch.Tensor]], float]) -> Soup:
+    """Wortsman et al.'s greedy soup: sort the ingredients by dev MSE, start from the best, and add each next one
+    if the uniform average of the soup with it has a dev MSE no higher than the soup's. `dev_mse_of` scores a
+    state dict on dev."""
+    chosen, best_mse = greedy_choice(
+        ingredients, lambda subset: dev_mse_of(average_weights([ingredient.weights for ingredient in subset]))
+    )
     weights = average_weights([ingredient.weights for ingredient in chosen])
     return Soup(labels=tuple(ingredient.label for ingredient in chosen), weights=weights, dev_mse=best_mse)
 
 
-__all__ = ["WEIGHTLESS_VALUES", "Ingredient", "Soup", "average_weights", "greedy_soup", "soup_key"]
+def greedy_ensemble(
+    ingredients: Sequence[Ingredient], dev_predictions: dict[str, Any], dev_true: Any
+) -> tuple[tuple[str, ...], float]:
+    """The greedy recipe over predictions: an ingredient joins when the mean of the members' dev predictions
+    (`dev_predictions` by label) has a dev MSE no higher than without it. Returns the members' labels, best
+    first, and the ensemble's dev MSE."""
+    import numpy as np
+
+    true = np.asarray(dev_true, dtype=float)
+
+    def dev_mse_of(subset: list[Ingredient]) -> float:
+        mean = np.mean([np.asarray(dev_predictions[ingredient.label], dtype=float) for ingredient in subset], axis=0)
+        return float(np.mean((mean - true) ** 2))
+
+    chosen, best_mse = greedy_choice(ingredients, dev_mse_of)
+    return tuple(ingredient.label for ingredient in chosen), best_mse
+
+
+__all__ = [
+    "WEIGHTLESS_VALUES",
+    "Ingredient",
+    "Soup",
+    "average_weights",
+    "greedy_choice",
+    "greedy_ensemble",
+    "greedy_soup",
+    "soup_key",
+]

@@ -47,10 +47,10 @@ def test_quality_script_compares_plain_pipeline_and_best_trial(data_dir, tmp_pat
 
     record = json.loads(output.read_text())
     assert record["b"]["study"]["origins"]["warm start"] == 1
-    # Every final-stage candidate of B was also scored on test for the no-soup column, the soup from among them.
+    # Every final-stage candidate of B was also scored on test for the "without combining" column.
     candidates = record["b"]["final"]["candidates"]
     assert len(record["b_candidates_test"]) == len(candidates) >= 1
-    assert set(record["b"]["final"]["soup"]) <= {candidate["label"] for candidate in candidates}
+    assert set(record["b"]["final"]["combined"]) <= {candidate["label"] for candidate in candidates}
     assert 0.0 <= record["b_best_trial_model"]["decision_threshold"] <= 1.0
 
 

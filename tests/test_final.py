@@ -10,6 +10,7 @@ from qrm_hf.final import Candidate, fit_candidate, soup_candidates, train_final
 from qrm_hf.metrics import choose_threshold
 from qrm_hf.model_files import save_reward_model
 from qrm_hf.run_config import RunConfig
+from qrm_hf.scoring import QueryScorer
 from qrm_hf.search_space import SearchSpace
 
 VALUES = {
@@ -105,9 +106,9 @@ def test_a_soup_of_two_candidates_is_never_worse_on_dev_and_reloads_without_qrm_
     records = {record.label: record for record in result.candidates}
     assert set(records) == {"trial 3", "trial 7"}
     assert records["trial 7"].search_value == 0.06
-    assert set(result.soup) <= set(records) and result.soup
+    assert set(result.combined) <= set(records) and result.combined
     assert result.dev_metrics["mse"] <= min(record.dev_mse for record in records.values()) + 1e-7
-    assert result.best_epoch == records[result.soup[0]].best_epoch
+    assert result.best_epoch == records[result.combined[0]].best_epoch
     folder = save_reward_model(result.model, tokenizer, tmp_path / "soup")
     queries = ["how do owls hunt ?", "owls hunt"]
     result.model.eval()
@@ -115,6 +116,38 @@ def test_a_soup_of_two_candidates_is_never_worse_on_dev_and_reloads_without_qrm_
     reloaded = load_without_qrm_hf(folder, queries, tmp_path)
     assert reloaded["class"] == "QueryRewardModel"
     assert reloaded["scores"] == pytest.approx(expected.scores.tolist(), abs=1e-5)
+
+
+def test_an_ensemble_of_candidates_is_never_worse_on_dev_and_scores_alike_everywhere(
+    prepared, tmp_path, tiny_encoder_dir
+):
+    """combine: ensemble keeps the members whose mean dev prediction helps; what ships is one folder that
+    QueryScorer and a process without qrm_hf both score as the final stage did."""
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(
+        model=str(tiny_encoder_dir), output_dir=str(tmp_path), combine="ensemble", training={"disable_tqdm": True}
+    )
+    space = SearchSpace(parameters=(), fixed=dict(VALUES))
+    candidates = [
+        Candidate({"learning_rate": 1e-3}, trial=3, search_value=0.05),
+        Candidate({"learning_rate": 5e-4, "dropout": 0.2}, trial=7, search_value=0.06),
+        Candidate({"learning_rate": 2e-3, "head_lr_multiplier": 1.0}, trial=9, search_value=0.07),
+    ]
+    result = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+    records = {record.label: record for record in result.candidates}
+    assert result.dev_metrics["mse"] <= min(record.dev_mse for record in records.values()) + 1e-7
+    assert result.combined and set(result.combined) <= set(records)
+    size = len(result.combined)
+    assert type(result.model).__name__ == ("QueryRewardEnsemble" if size > 1 else "QueryRewardModel")
+    assert result.model.config.ensemble_size == size
+    folder = save_reward_model(result.model, tokenizer, tmp_path / "ensemble")
+    queries = ["how do owls hunt ?", "owls hunt"]
+    result.model.eval()
+    expected = result.model(**tokenizer(queries, padding=True, return_tensors="pt", return_token_type_ids=False))
+    assert load_without_qrm_hf(folder, queries, tmp_path)["scores"] == pytest.approx(expected.scores.tolist(), abs=1e-5)
+    scorer = QueryScorer.from_pretrained(folder, device="cpu")
+    assert scorer.score(queries, raw=True) == pytest.approx(expected.scores.tolist(), abs=1e-5)
+    assert scorer.decision_threshold == result.decision_threshold
 
 
 class StoredTrial:

@@ -3,7 +3,7 @@ import torch
 from conftest import load_without_qrm_hf
 from torch import nn
 
-from qrm_hf import QueryRewardModel
+from qrm_hf import QueryRewardEnsemble, QueryRewardModel, QueryScorer
 from qrm_hf.model_files import save_reward_model
 
 
@@ -136,3 +136,51 @@ def test_saved_loss_threshold_and_encoder_dropout_survive_a_reload(make_tiny_mod
     assert reloaded.config.encoder.mlp_dropout == 0.0
     inputs = batch(tokenizer)
     assert torch.allclose(model(**inputs).scores, reloaded(**inputs).scores, atol=1e-6)
+
+
+# Ensembles
+
+
+def test_an_ensemble_scores_its_members_mean_with_their_spread(make_tiny_model, tokenizer):
+    members = [make_tiny_model(seed=seed, pooling="mean").eval() for seed in (0, 1, 2)]
+    ensemble = QueryRewardEnsemble.from_members(members).eval()
+    inputs = batch(tokenizer)
+
+    with torch.no_grad():
+        output = ensemble(**inputs, labels=torch.tensor([1.0, 0.2, 0.8]))
+        each = torch.stack([member(**inputs).scores for member in members])
+
+    assert ensemble.config.ensemble_size == 3
+    assert torch.allclose(output.scores, each.mean(dim=0), atol=1e-6)
+    assert torch.allclose(output.spread, each.std(dim=0, correction=0), atol=1e-6)
+    assert output.logits.shape == (3, 1)
+    assert output.loss == pytest.approx(torch.mean((each.mean(dim=0) - torch.tensor([1.0, 0.2, 0.8])) ** 2).item())
+    assert members[0](**inputs).spread is None
+
+
+def test_an_ensemble_refuses_members_of_another_architecture(make_tiny_model):
+    with pytest.raises(ValueError, match="member 1 has another architecture"):
+        QueryRewardEnsemble.from_members([make_tiny_model(), make_tiny_model(num_hidden_layers=2)])
+    with pytest.raises(ValueError, match="at least 2 members"):
+        QueryRewardEnsemble.from_members([make_tiny_model()])
+
+
+def test_an_ensemble_reloads_and_loads_without_qrm_hf(make_tiny_model, tokenizer, tmp_path):
+    """One folder: QueryScorer picks the ensemble class from its config, and a process without qrm_hf gets the
+    same scores through AutoModel and the text-classification pipeline."""
+    members = [make_tiny_model(seed=seed, loss="bce").eval() for seed in (0, 1)]
+    ensemble = QueryRewardEnsemble.from_members(members).eval()
+    folder = save_reward_model(ensemble, tokenizer, tmp_path / "saved")
+    queries = ["how do owls hunt ?", "owls hunt", "which form of government is in greece ?"]
+    expected = ensemble(**batch(tokenizer, queries)).scores.tolist()
+
+    scorer = QueryScorer.from_pretrained(folder, device="cpu")
+    output = load_without_qrm_hf(folder, queries, tmp_path)
+
+    assert type(scorer.model).__name__ == "QueryRewardEnsemble"
+    assert scorer.score(queries, raw=True) == pytest.approx(expected, abs=1e-5)
+    assert output["class"] == "QueryRewardEnsemble"
+    assert output["scores"] == pytest.approx(expected, abs=1e-5)
+    assert output["pipeline"] == pytest.approx(expected, abs=1e-5)
+    int8 = QueryScorer.from_pretrained(folder, backend="int8")
+    assert int8.score(queries) == pytest.approx(expected, abs=0.05)

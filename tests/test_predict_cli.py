@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import BATCH_TOLERANCE, REPO
 
 from qrm_hf.commands.predict import main as predict_main
 from qrm_hf.scoring import QueryScorer
@@ -36,7 +36,7 @@ def parse_tsv(text: str) -> list[tuple[str, float]]:
 
 def assert_scores_of_queries(scores: list[float], expected: dict[str, float]) -> None:
     """`scores` are the scorer's scores of QUERIES, in their order."""
-    assert scores == pytest.approx([expected[query] for query in QUERIES], abs=1e-6)
+    assert scores == pytest.approx([expected[query] for query in QUERIES], abs=BATCH_TOLERANCE)
 
 
 def test_positional_queries_print_tsv_in_order(saved_model_dir, expected):
@@ -183,7 +183,9 @@ def test_a_byte_order_mark_is_neither_scored_nor_echoed(saved_model_dir, expecte
     assert status == 0
     rows = parse_tsv(out)
     assert [query for query, _ in rows] == ["owls", "how do owls hunt ?"]
-    assert [score for _, score in rows] == pytest.approx([expected["owls"], expected["how do owls hunt ?"]], abs=1e-6)
+    assert [score for _, score in rows] == pytest.approx(
+        [expected["owls"], expected["how do owls hunt ?"]], abs=BATCH_TOLERANCE
+    )
 
 
 def test_a_jsonl_surrogate_escape_is_scored_and_written_as_the_replacement_character(saved_model_dir, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import BATCH_TOLERANCE
 
 from qrm_hf.rewards import completion_text, make_reward_function
 from qrm_hf.scoring import QueryScorer
@@ -27,7 +28,7 @@ def test_plain_completions_are_scored_stripped_with_any_trl_keyword(scorer):
         log_extra=lambda *args: None,
     )
 
-    assert rewards == pytest.approx(scorer.score(TEXTS), abs=1e-6)
+    assert rewards == pytest.approx(scorer.score(TEXTS), abs=BATCH_TOLERANCE)
 
 
 def test_conversational_completions_use_the_last_assistant_message(scorer):
@@ -41,7 +42,7 @@ def test_conversational_completions_use_the_last_assistant_message(scorer):
     ]
 
     assert reward(prompts=[[{"role": "user", "content": "p"}]] * 3, completions=completions) == pytest.approx(
-        scorer.score(TEXTS), abs=1e-6
+        scorer.score(TEXTS), abs=BATCH_TOLERANCE
     )
 
 
@@ -61,7 +62,9 @@ def test_reward_function_has_a_name_for_trl_logs(scorer):
 def test_reward_function_loads_a_folder_and_can_return_raw_scores(saved_model_dir, scorer):
     reward = make_reward_function(saved_model_dir, raw=True, device="cpu")
 
-    assert reward(prompts=["p"] * 3, completions=TEXTS) == pytest.approx(scorer.score(TEXTS, raw=True), abs=1e-6)
+    assert reward(prompts=["p"] * 3, completions=TEXTS) == pytest.approx(
+        scorer.score(TEXTS, raw=True), abs=BATCH_TOLERANCE
+    )
 
 
 @pytest.mark.slow
@@ -126,7 +129,7 @@ def test_grpo_trainer_trains_two_steps_with_the_reward(saved_model_dir, minilm_p
         assert len(completions) == 4 and all(isinstance(text, str) for text in completions)
         model_scores = reward.scorer.score([text.strip() for text in completions])
         expected = [score if text.strip() else 0.0 for text, score in zip(completions, model_scores, strict=True)]
-        assert rewards == pytest.approx(expected, abs=1e-6)
+        assert rewards == pytest.approx(expected, abs=BATCH_TOLERANCE)
     logged = [entry["rewards/query_wellformedness/mean"] for entry in trainer.state.log_history if "reward" in entry]
     assert logged == pytest.approx([sum(rewards) / len(rewards) for _, rewards in calls], abs=1e-5)
 
@@ -153,7 +156,7 @@ def test_empty_completions_get_empty_score_without_running_the_model(scorer, sco
 
     assert rewards[:4] == [0.0, 0.0, 0.0, 0.0]
     assert scored == [["owls"]]
-    assert rewards[4] == pytest.approx(scorer.score(["owls"])[0], abs=1e-6)
+    assert rewards[4] == pytest.approx(scorer.score(["owls"])[0], abs=BATCH_TOLERANCE)
     scored.clear()
     assert make_reward_function(scorer, empty_score=-1.0)(prompts=["p"], completions=[""]) == [-1.0]
     assert scored == []
@@ -162,7 +165,7 @@ def test_empty_completions_get_empty_score_without_running_the_model(scorer, sco
 def test_empty_score_none_scores_the_empty_string_with_the_model(scorer):
     reward = make_reward_function(scorer, empty_score=None)
 
-    assert reward(prompts=["p"], completions=["  "]) == pytest.approx(scorer.score([""]), abs=1e-6)
+    assert reward(prompts=["p"], completions=["  "]) == pytest.approx(scorer.score([""]), abs=BATCH_TOLERANCE)
 
 
 @pytest.mark.parametrize("empty_score", [float("nan"), "0", True])
@@ -188,7 +191,9 @@ def test_unreadable_completions_are_scored_as_empty_with_one_warning(scorer, cap
 
     assert first == second
     assert first[:5] == [0.0] * 5
-    assert first[5] == pytest.approx(scorer.score(["owls"])[0], abs=1e-6)  # a lone message dict is one message
+    assert first[5] == pytest.approx(
+        scorer.score(["owls"])[0], abs=BATCH_TOLERANCE
+    )  # a lone message dict is one message
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 1
     assert "query_wellformedness: completion 0 cannot be read" in warnings[0] and "scored as empty (0.0)" in warnings[0]
@@ -201,7 +206,7 @@ def test_a_completion_with_a_lone_surrogate_is_scored_and_one_with_nothing_visib
         prompts=["p"] * 2, completions=["how do owls hunt \ud800?", [{"role": "assistant", "content": "\udfff"}]]
     )
 
-    assert rewards == pytest.approx([scorer.score(["how do owls hunt \ufffd?"])[0], -0.5], abs=1e-6)
+    assert rewards == pytest.approx([scorer.score(["how do owls hunt \ufffd?"])[0], -0.5], abs=BATCH_TOLERANCE)
     # Zero-width space, NUL, the replacement character, a byte-order mark: nothing written, so empty_score.
     invisible = ["\u200b", "\x00", "\ufffd", "\ufeff", " \u200d\t"]
     assert reward(prompts=["p"] * 5, completions=invisible) == [-0.5] * 5
@@ -216,11 +221,13 @@ def test_text_past_max_length_earns_a_fraction_of_its_score(scorer):
 
     guarded, unguarded = make_reward_function(scorer), make_reward_function(scorer, length_guard=False)
 
-    assert unguarded(prompts=["p"], completions=[padded]) == pytest.approx(scorer.score([padded]), abs=1e-6)
+    assert unguarded(prompts=["p"], completions=[padded]) == pytest.approx(scorer.score([padded]), abs=BATCH_TOLERANCE)
     assert guarded(prompts=["p"], completions=[padded]) == pytest.approx(
-        [scorer.score([padded])[0] * scorer.max_length / tokens], abs=1e-6
+        [scorer.score([padded])[0] * scorer.max_length / tokens], abs=BATCH_TOLERANCE
     )
-    assert guarded(prompts=["p"], completions=[question]) == pytest.approx(scorer.score([question]), abs=1e-6)
+    assert guarded(prompts=["p"], completions=[question]) == pytest.approx(
+        scorer.score([question]), abs=BATCH_TOLERANCE
+    )
 
 
 def test_chat_content_given_as_a_list_of_strings_is_joined(scorer):
@@ -229,7 +236,7 @@ def test_chat_content_given_as_a_list_of_strings_is_joined(scorer):
 
     assert completion_text(completions[0]) == "how do owls hunt ?"
     assert reward(prompts=["p"], completions=completions) == pytest.approx(
-        scorer.score(["how do owls hunt ?"]), abs=1e-6
+        scorer.score(["how do owls hunt ?"]), abs=BATCH_TOLERANCE
     )
 
 

@@ -56,7 +56,8 @@ def test_the_final_summary_is_written_and_read_by_one_pair_of_functions(tmp_path
         dev_metrics={"mse": 0.07},
         calibration=Calibration(0.01, -0.002, 0.004, False),
         final_max_epochs=3,
-        soup=["trial 0", "trial 8"],
+        combine="ensemble",
+        combined=["trial 0", "trial 8"],
         candidates=[{"label": "trial 0", "dev_mse": 0.07}],
     )
     path = tmp_path / "final_model.json"

@@ -52,9 +52,10 @@ def test_search_script_runs_the_whole_pipeline(tmp_path, data_dir, tiny_encoder_
     assert torch.isfinite(model(**inputs).scores).all()
 
 
-def test_search_script_ships_a_soup_of_its_best_trials(tmp_path, data_dir, tiny_encoder_dir):
-    """soup_size 3 over a space of one architecture: the final stage trains the three best trials, averages what
-    dev accepts, and final_model.json, the report and the card say which."""
+@pytest.mark.parametrize(("combine", "phrase"), [("soup", "greedy soup"), ("ensemble", "greedy ensemble")])
+def test_search_script_ships_a_combination_of_its_best_trials(tmp_path, data_dir, tiny_encoder_dir, combine, phrase):
+    """final_candidates 3 over a space of one architecture: the final stage trains the three best trials,
+    combines what dev accepts (weights or scores), and final_model.json, the report and the card say which."""
     space = {
         "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
         "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
@@ -66,8 +67,8 @@ def test_search_script_ships_a_soup_of_its_best_trials(tmp_path, data_dir, tiny_
     }
     config = write_yaml(
         tmp_path / "run.yaml", model=str(tiny_encoder_dir), data=str(data_dir), search_space=space, n_trials=3,
-        pruner="none", soup_size=3, final_max_epochs=2, max_train_samples=64, max_eval_samples=32,
-        max_test_samples=32, output_dir=str(tmp_path / "results"),
+        pruner="none", final_candidates=3, combine=combine, final_max_epochs=2, max_train_samples=64,
+        max_eval_samples=32, max_test_samples=32, output_dir=str(tmp_path / "results"),
     )  # fmt: skip
     assert load_script("search").main(["--config", str(config)]) == 0
     run_dir = tmp_path / "results" / tiny_encoder_dir.name
@@ -77,12 +78,14 @@ def test_search_script_ships_a_soup_of_its_best_trials(tmp_path, data_dir, tiny_
     assert [record["trial"] for record in final["candidates"]] == [trial["trial"] for trial in ranked]
     assert [record["search_value"] for record in final["candidates"]] == [trial["value"] for trial in ranked]
     assert all(record["epochs_run"] <= 2 for record in final["candidates"])
-    assert final["final_max_epochs"] == 2 and 1 <= len(final["soup"]) <= 3
+    assert final["final_max_epochs"] == 2 and 1 <= len(final["combined"]) <= 3 and final["combine"] == combine
     assert final["dev_metrics"]["mse"] <= min(record["dev_mse"] for record in final["candidates"]) + 1e-7
     report = (run_dir / "report.md").read_text()
     assert "Candidates of the final stage:" in report and "Rank correlation (Spearman)" in report
     card = (run_dir / "final_model" / "README.md").read_text()
-    assert "greedy soup" in card and ", ".join(final["soup"]) in card
+    assert phrase in card and ", ".join(final["combined"]) in card
+    model_config = json.loads((run_dir / "final_model" / "config.json").read_text())
+    assert model_config["ensemble_size"] == (len(final["combined"]) if combine == "ensemble" else 1)
     # The probe of the shipped model: in probe.json, the report and the card.
     probe = json.loads((run_dir / "probe.json").read_text())
     assert {family["family"] for family in probe["families"]} >= {"'?' spam", "query repeated twice", "empty"}

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port
+from conftest import BATCH_TOLERANCE, REPO, free_port
 
 from qrm_hf.client import QueryScorerClient, ScoringRequestError
 from qrm_hf.rewards import make_reward_function
@@ -157,12 +157,12 @@ def test_score_matches_the_scorer_in_process(server, scorer, saved_model_dir):
     status, answer = http("POST", server + "/score", {"queries": POOL})
 
     assert status == 200
-    assert answer["scores"] == pytest.approx(scorer.score(POOL), abs=1e-6)
+    assert answer["scores"] == pytest.approx(scorer.score(POOL), abs=BATCH_TOLERANCE)
     assert answer["model"] == str(saved_model_dir)
     assert answer["decision_threshold"] == scorer.decision_threshold
 
     raw = http("POST", server + "/score", {"queries": POOL, "raw": True})[1]["scores"]
-    assert raw == pytest.approx(scorer.score(POOL, raw=True), abs=1e-6)
+    assert raw == pytest.approx(scorer.score(POOL, raw=True), abs=BATCH_TOLERANCE)
 
 
 @pytest.mark.slow
@@ -185,10 +185,10 @@ def test_get_reward_answers_openrlhf_without_the_prompt(server, scorer):
     status, answer = http("POST", server + "/get_reward", body)
 
     assert status == 200
-    assert answer["rewards"] == pytest.approx(scorer.score(QUERIES), abs=1e-6)
+    assert answer["rewards"] == pytest.approx(scorer.score(QUERIES), abs=BATCH_TOLERANCE)
     # Without prompts, each query is scored as sent.
     whole = http("POST", server + "/get_reward", {"query": body["query"]})[1]["rewards"]
-    assert whole == pytest.approx(scorer.score(body["query"]), abs=1e-6)
+    assert whole == pytest.approx(scorer.score(body["query"]), abs=BATCH_TOLERANCE)
 
 
 # Completions a policy may write, empty-looking ones included: each must get one reward wherever it is computed.
@@ -219,18 +219,20 @@ def test_server_and_trl_function_give_the_same_reward_for_the_same_completion(se
     prompts = [f"<|user|>query {i}<|assistant|>" for i in range(len(COMPLETIONS))]
     body = {"query": [p + c for p, c in zip(prompts, COMPLETIONS, strict=True)], "prompts": prompts}
     status, answer = http("POST", server + "/get_reward", body)
-    assert status == 200 and answer["rewards"] == pytest.approx(local, abs=1e-6)
+    assert status == 200 and answer["rewards"] == pytest.approx(local, abs=BATCH_TOLERANCE)
     # A response that is only the prompt, or the prompt and whitespace, is empty too.
     echoed = {"query": [prompts[0], prompts[0] + " \n"], "prompts": [prompts[0]] * 2}
     assert http("POST", server + "/get_reward", echoed)[1]["rewards"] == [0.0, 0.0]
 
     remote = make_reward_function(server)(prompts=["p"] * len(COMPLETIONS), completions=COMPLETIONS)
-    assert remote == pytest.approx(local, abs=1e-6)
-    assert QueryScorerClient(server).rewards(COMPLETIONS) == pytest.approx(local, abs=1e-6)
+    assert remote == pytest.approx(local, abs=BATCH_TOLERANCE)
+    assert QueryScorerClient(server).rewards(COMPLETIONS) == pytest.approx(local, abs=BATCH_TOLERANCE)
     rule = {"empty_score": -1.0, "length_guard": False, "max_repeated_share": 0.5}
     status, answer = http("POST", server + "/score", {"queries": COMPLETIONS, "reward_rule": rule})
     strict = make_reward_function(scorer, empty_score=-1.0, length_guard=False, max_repeated_share=0.5)
-    assert status == 200 and answer["rewards"] == pytest.approx(strict(prompts=[], completions=COMPLETIONS), abs=1e-6)
+    assert status == 200 and answer["rewards"] == pytest.approx(
+        strict(prompts=[], completions=COMPLETIONS), abs=BATCH_TOLERANCE
+    )
     assert answer["rewards"][8] == -1.0  # "why why why ...": repeated
 
 
@@ -251,7 +253,7 @@ def test_a_client_that_gives_up_leaves_no_work_behind(server, scorer):
     assert info["dropped"] > before["dropped"]
     assert info["queries"] - before["queries"] < 40 * len(queries)
     assert http("POST", server + "/score", {"queries": QUERIES})[1]["scores"] == pytest.approx(
-        scorer.score(QUERIES), abs=1e-6
+        scorer.score(QUERIES), abs=BATCH_TOLERANCE
     )
 
 
@@ -319,7 +321,7 @@ def test_32_concurrent_clients_each_get_their_own_scores_in_order(server, scorer
         results = [answer for answers in pool.map(client, range(32)) for answer in answers]
 
     for queries, scores in results:
-        assert scores == pytest.approx([expected[query] for query in queries], abs=1e-6)
+        assert scores == pytest.approx([expected[query] for query in queries], abs=BATCH_TOLERANCE)
     after = http("GET", server + "/info")[1]
     assert after["queries"] - before["queries"] == sum(len(queries) for queries, _ in results)
     unmerged = sum(math.ceil(len(queries) / 8) for queries, _ in results)  # batches if each request went alone
@@ -331,8 +333,8 @@ def test_32_concurrent_clients_each_get_their_own_scores_in_order(server, scorer
 def test_client_and_remote_reward_function_match_the_scorer(server, scorer):
     client = QueryScorerClient(server)
 
-    assert client.score(QUERIES) == pytest.approx(scorer.score(QUERIES), abs=1e-6)
-    assert client.score(QUERIES, raw=True) == pytest.approx(scorer.score(QUERIES, raw=True), abs=1e-6)
+    assert client.score(QUERIES) == pytest.approx(scorer.score(QUERIES), abs=BATCH_TOLERANCE)
+    assert client.score(QUERIES, raw=True) == pytest.approx(scorer.score(QUERIES, raw=True), abs=BATCH_TOLERANCE)
     assert client.classify(QUERIES) == scorer.classify(QUERIES)
     assert client.classify(QUERIES, threshold=0.0) == [True] * 4
     assert client.score([]) == []
@@ -341,7 +343,7 @@ def test_client_and_remote_reward_function_match_the_scorer(server, scorer):
     completions = [f" {QUERIES[0]}\n", [{"role": "assistant", "content": QUERIES[1]}]]
     assert reward.__name__ == "query_wellformedness"
     assert reward(prompts=["p", "p"], completions=completions, completion_ids=[[1], [2]]) == pytest.approx(
-        scorer.score(QUERIES[:2]), abs=1e-6
+        scorer.score(QUERIES[:2]), abs=BATCH_TOLERANCE
     )
 
 
@@ -368,7 +370,7 @@ def test_server_still_answers_after_bad_requests(server, scorer):
         http("POST", server + path, body=body)
 
     assert http("POST", server + "/score", {"queries": QUERIES})[1]["scores"] == pytest.approx(
-        scorer.score(QUERIES), abs=1e-6
+        scorer.score(QUERIES), abs=BATCH_TOLERANCE
     )
 
 
@@ -389,7 +391,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(saved_model_dir, sco
         assert process.wait(timeout=60) == 0, log.read_text()
 
     assert status == 200
-    assert answer["scores"] == pytest.approx(scorer.score(queries), abs=1e-6)
+    assert answer["scores"] == pytest.approx(scorer.score(queries), abs=BATCH_TOLERANCE)
     assert "Traceback" not in log.read_text()
     with pytest.raises(OSError):
         http("GET", url + "/health", timeout=5)

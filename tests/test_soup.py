@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qrm_hf.soup import Ingredient, average_weights, greedy_soup, soup_key
+from qrm_hf.soup import Ingredient, average_weights, greedy_ensemble, greedy_soup, soup_key
 
 
 def test_a_soup_of_two_models_is_the_mean_of_their_weights(make_tiny_model):
@@ -46,6 +46,22 @@ def test_greedy_soup_adds_only_what_lowers_dev_mse():
     assert soup.dev_mse == pytest.approx(0.0)
     alone = greedy_soup([ingredient("high", 1.2), ingredient("far", 3.0)], dev_mse_of)
     assert alone.labels == ("high",) and alone.dev_mse == pytest.approx(0.04)
+
+
+def test_greedy_ensemble_keeps_members_whose_mean_prediction_lowers_dev_mse():
+    """Truth is 0.5 everywhere: errors of opposite sign cancel in the mean, an error of the same sign does not."""
+    true = [0.5, 0.5]
+    predictions = {"low": [0.4, 0.4], "high": [0.6, 0.6], "lower": [0.3, 0.35]}
+
+    def ingredient(label):
+        return Ingredient(label, {}, sum((p - t) ** 2 for p, t in zip(predictions[label], true, strict=True)) / 2)
+
+    labels, dev_mse = greedy_ensemble([ingredient(name) for name in ("lower", "high", "low")], predictions, true)
+
+    assert labels in (("low", "high"), ("high", "low"))
+    assert dev_mse == pytest.approx(0.0)
+    alone, mse = greedy_ensemble([ingredient("low"), ingredient("lower")], predictions, true)
+    assert alone == ("low",) and mse == pytest.approx(0.01)
 
 
 def test_configurations_differing_only_in_dropout_share_a_soup():

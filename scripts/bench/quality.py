@@ -1,6 +1,6 @@
 """Quality on real data, in one run: (A) the strongest plain fine-tune (encoder dropout 0) against (B) the full
 pipeline on configs/cpu.yaml (search, final stage, threshold chosen on dev), with B's levers taken apart: its
-best final-stage candidate alone (no soup) and its best trial's own model; all scored on the full test split,
+best final-stage candidate alone (not combined) and its best trial's own model; all scored on the full test split,
 beside published anchors.
 
     python scripts/bench/quality.py --config configs/cpu.yaml --output results/quality.json
@@ -91,7 +91,7 @@ def study_facts(config: Any) -> dict[str, Any]:
 
 class CandidateTestScores:
     """Wraps `qrm_hf.final.fit_candidate` so that each final-stage candidate of B is also scored on test (dev
-    threshold), before any soup: the "without the soup" column. B's own choices never see these figures."""
+    threshold), before they are combined: the "without combining" column. B's own choices never see these figures."""
 
     def __init__(self) -> None:
         import qrm_hf.final as final
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = {
         "A: plain fine-tune, encoder dropout 0": with_offset(plain.test_metrics),
         "B: pipeline, shipped model": with_offset(b["result"].test_metrics),
-        "B without the soup (its best candidate by dev)": with_offset(candidates.best_by_dev()),
+        "B without combining (its best candidate by dev)": with_offset(candidates.best_by_dev()),
         "B: best trial's own model": with_offset(best_trial),
     }
     print(f"A: {json.dumps(PLAIN_FINETUNE)}; {a_minutes:.1f} min; dev MSE {plain.dev_metrics['mse']:.4f}")
