@@ -3,10 +3,13 @@
 Requests arrive as token ids (tokenized off the event loop by the server). The worker never waits for a batch
 to fill while the model is idle: each round takes every waiting query (up to `max_round_tokens`; requests take
 turns beyond that), sorts them by length, and scores them in forward passes of at most `max_batch_tokens`
-padded tokens and `max_batch_size` queries, so queries of similar length share a pass and padding stays small
-(as text-embeddings-inference caps its batches by tokens). A request whose caller has gone is dropped before
-its queries are scored; a pass that fails is retried request by request, so one bad query fails only its own
-request.
+padded tokens and `max_batch_size` queries (as text-embeddings-inference caps its batches by tokens), so queries
+of similar length share a pass. With `max_padding_tokens` a pass also closes before its padding would exceed
+that many tokens: on a CPU a forward pass costs about its padded tokens, so one wide pass of mixed lengths is
+slower than several of even length, while a GPU runs a wide pass for about the price of a narrow one.
+
+A request whose caller has gone is dropped before its queries are scored; a pass that fails is retried
+request by request, so one bad query fails only its own request.
 """
 
 from __future__ import annotations
@@ -44,24 +47,35 @@ class _Request:
         return self.future.done()
 
 
-def plan_passes(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+def plan_passes(
+    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int, max_padding_tokens: int | None = None
+) -> list[list[int]]:
     """Group sequence indices into forward passes: sorted by length, each pass at most `max_batch_size`
-    sequences and `max_batch_tokens` padded tokens (its count times its longest); a sequence longer than the
-    budget gets a pass of its own.
+    sequences, `max_batch_tokens` padded tokens (its count times its longest) and, when given,
+    `max_padding_tokens` tokens of padding; a sequence longer than the budget gets a pass of its own.
 
     Example:
         >>> plan_passes([5, 30, 6, 29], max_batch_tokens=64, max_batch_size=8)
         [[0, 2], [3, 1]]
+        >>> plan_passes([5, 6, 7, 8], max_batch_tokens=64, max_batch_size=8, max_padding_tokens=2)
+        [[0, 1], [2, 3]]
     """
     order = sorted(range(len(lengths)), key=lambda index: lengths[index])
     passes: list[list[int]] = []
     current: list[int] = []
+    real = 0  # tokens of the current pass without padding
     for index in order:
         longest = lengths[index]  # sorted ascending: the newcomer is the longest of its pass
-        if current and (len(current) >= max_batch_size or longest * (len(current) + 1) > max_batch_tokens):
+        padded = longest * (len(current) + 1)
+        if current and (
+            len(current) >= max_batch_size
+            or padded > max_batch_tokens
+            or (max_padding_tokens is not None and padded - real - longest > max_padding_tokens)
+        ):
             passes.append(current)
-            current = []
+            current, real = [], 0
         current.append(index)
+        real += longest
     if current:
         passes.append(current)
     return passes
@@ -82,13 +96,17 @@ class ContinuousBatcher:
         max_batch_tokens: int = 8192,
         max_batch_size: int = 256,
         max_round_tokens: int | None = None,
+        max_padding_tokens: int | None = None,
     ) -> None:
         for name, value in (("max_batch_tokens", max_batch_tokens), ("max_batch_size", max_batch_size)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if max_padding_tokens is not None and max_padding_tokens < 0:
+            raise ValueError(f"max_padding_tokens must be >= 0 or None, got {max_padding_tokens}")
         self.score_ids = score_ids
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
+        self.max_padding_tokens = max_padding_tokens
         self.max_round_tokens = max_round_tokens or 8 * max_batch_tokens
         self.batches = 0  # forward passes run so far
         self.queries = 0  # sequences scored so far
@@ -145,7 +163,9 @@ class ContinuousBatcher:
                 continue
             sequences = [request.encoded[start + offset] for request, start, count in parts for offset in range(count)]
             owners = [(request, start + offset) for request, start, count in parts for offset in range(count)]
-            passes = plan_passes([len(ids) for ids in sequences], self.max_batch_tokens, self.max_batch_size)
+            passes = plan_passes(
+                [len(ids) for ids in sequences], self.max_batch_tokens, self.max_batch_size, self.max_padding_tokens
+            )
             for indices in passes:
                 live = [index for index in indices if not owners[index][0].gone]
                 self.dropped += len(indices) - len(live)

@@ -5,6 +5,8 @@ well-formed test queries (label >= the paper's 0.8), rewrites each in every dege
 per family the mean score, the share of rewrites that score at least as high as their original, and the worst
 cases: once with the model's plain score, and once per reward rule (the guards of `qrm_hf.reward_rule`). It
 also measures what each rule costs on the real test queries (MSE and accuracy of the rewards against labels).
+For an ensemble it reports the members' mean spread per family: whether they disagree more on degenerate text
+than on real queries, which is what a spread penalty would act on.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class ProbeResult:
     n_queries: int
     families: list[FamilyResult]
     rule_cost: dict[str, dict[str, float]]
+    # An ensemble's mean spread (members' standard deviation) per family and for the originals; empty otherwise.
+    spread: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +81,7 @@ class ProbeResult:
     def from_json(cls, data: dict[str, Any]) -> ProbeResult:
         """The result as `to_json` wrote it (probe.json)."""
         families = [FamilyResult(**family) for family in data["families"]]
-        return cls(data["n_queries"], families, data.get("rule_cost", {}))
+        return cls(data["n_queries"], families, data.get("rule_cost", {}), data.get("spread", {}))
 
     def table(self, rule: str) -> list[tuple[str, float, float, float]]:
         """(family, mean, share >= original, original mean) rows of one rule."""
@@ -103,11 +107,13 @@ def probe(
     test_labels: Sequence[float] = (),
     seed: int = 0,
     worst: int = 3,
+    spread: Callable[[list[str]], list[float]] | None = None,
 ) -> ProbeResult:
     """Score every family's rewrites of `queries` (well-formed ones) under every rule in RULES.
 
     `score_and_count` gives clamped scores and token counts (`QueryScorer.score` and `token_counts`); `test_queries`
-    and `test_labels`, when given, measure what each rule costs on real queries."""
+    and `test_labels`, when given, measure what each rule costs on real queries; `spread` (an ensemble's
+    `QueryScorer.spread`) gives the members' disagreement per text."""
     rng = random.Random(seed)
     rewrites = {name: [make(query, rng) for query in queries] for name, make in FAMILIES.items()}
     texts = list(dict.fromkeys([*queries, *(text for family in rewrites.values() for text in family)]))
@@ -136,7 +142,14 @@ def probe(
                     ],
                 )
             )
-    return ProbeResult(len(queries), families, rule_costs(score_and_count, max_length, test_queries, test_labels))
+    spreads = {}
+    if spread is not None:
+        by_text = dict(zip(texts, spread(texts), strict=True))
+        spreads["original queries"] = sum(by_text[query] for query in queries) / len(queries)
+        for family, rewritten in rewrites.items():
+            spreads[family] = sum(by_text[text] for text in rewritten) / len(rewritten)
+    costs = rule_costs(score_and_count, max_length, test_queries, test_labels)
+    return ProbeResult(len(queries), families, costs, spreads)
 
 
 def rule_values(
@@ -173,7 +186,8 @@ def probe_scorer(scorer: Any, queries: Sequence[str], labels: Sequence[float], c
     measured on all of them."""
 
     chosen = well_formed_queries(queries, labels, count, seed)
-    return probe(scorer.score_and_count, scorer.max_length, chosen, queries, labels, seed=seed)
+    spread = scorer.spread if getattr(scorer.model.config, "ensemble_size", 1) > 1 else None
+    return probe(scorer.score_and_count, scorer.max_length, chosen, queries, labels, seed=seed, spread=spread)
 
 
 def format_probe(result: ProbeResult) -> list[str]:
@@ -205,6 +219,15 @@ def format_probe(result: ProbeResult) -> list[str]:
         lines += ["Cost on the real test queries (values against labels):", "", "| rule | MSE | accuracy at 0.8 |"]
         lines.append("|---|---|---|")
         lines += [f"| {name} | {cost['mse']:.4f} | {cost['accuracy']:.4f} |" for name, cost in result.rule_cost.items()]
+        lines.append("")
+    if result.spread:
+        lines += [
+            "Ensemble spread (standard deviation of the members' scores), mean per family:",
+            "",
+            "| family | spread |",
+            "|---|---|",
+        ]
+        lines += [f"| {family} | {value:.4f} |" for family, value in result.spread.items()]
         lines.append("")
     default = "reward rule (default)"
     cases = [

@@ -10,7 +10,7 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -294,24 +294,47 @@ class QueryScorer:
         show_progress: bool | None = False,
     ) -> tuple[list[float], list[int]]:
         """[`score`] and [`token_counts`] of `queries` from one tokenization: what the reward rule needs."""
+
+        def batch_values(batch: list[str], encoded: list[list[int]]) -> list[tuple[float, int]]:
+            return list(zip(self.score_ids(encoded, raw=raw), self.token_counts(batch, encoded), strict=True))
+
+        pairs = self._by_batch(queries, batch_values, batch_size, show_progress)
+        return [score for score, _ in pairs], [count for _, count in pairs]
+
+    def spread(self, queries: Iterable[str], batch_size: int | None = None) -> list[float]:
+        """How much an ensemble's members disagree on each query (the standard deviation of their scores), an
+        uncertainty a reward can penalise; 0.0 for every query of a single model."""
+
+        def batch_values(batch: list[str], encoded: list[list[int]]) -> list[float]:
+            output = self._forward(encoded)
+            return [0.0] * len(batch) if output.spread is None else output.spread.float().tolist()
+
+        return self._by_batch(queries, batch_values, batch_size, False)
+
+    def _by_batch(
+        self,
+        queries: Iterable[str],
+        batch_values: Callable[[list[str], list[list[int]]], list[Any]],
+        batch_size: int | None,
+        show_progress: bool | None,
+    ) -> list[Any]:
+        """`batch_values(texts, token ids)` over `queries` in length-sorted batches, returned in input order."""
         batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
         texts = _as_texts(queries)
         if not texts:
-            return [], []
+            return []
         # Longest first: batches of similar length pad little, and an out-of-memory error comes at once.
         order = sorted(range(len(texts)), key=lambda index: len(texts[index]), reverse=True)
-        scores, counts = [0.0] * len(texts), [0] * len(texts)
+        values: list[Any] = [None] * len(texts)
         progress = len(texts) >= PROGRESS_MIN_QUERIES if show_progress is None else show_progress
         with tqdm(total=len(texts), desc="Scoring", unit="query", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = [texts[index] for index in indices]
-                encoded = self.encode(batch)
-                values = self.score_ids(encoded, raw=raw)
-                for index, value, count in zip(indices, values, self.token_counts(batch, encoded), strict=True):
-                    scores[index], counts[index] = value, count
+                for index, value in zip(indices, batch_values(batch, self.encode(batch)), strict=True):
+                    values[index] = value
                 bar.update(len(indices))
-        return scores, counts
+        return values
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each (normalized) text as the model reads it: cut to `max_length` tokens, keeping the
@@ -349,12 +372,16 @@ class QueryScorer:
         """Scores of token-id sequences (from [`encode`]) in one forward pass, padded to the longest."""
         if not encoded:
             return []
-        batch = self.tokenizer.pad({"input_ids": encoded}, return_tensors="pt").to(self.device)
-        with torch.inference_mode(), _eval_mode(self.model):
-            values = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).scores.float()
+        values = self._forward(encoded).scores.float()
         if not raw:
             values = values.clamp(0.0, 1.0)
         return values.tolist()
+
+    def _forward(self, encoded: list[list[int]]) -> Any:
+        """The model's output on token-id sequences, padded to the longest (eval mode, no gradient)."""
+        batch = self.tokenizer.pad({"input_ids": encoded}, return_tensors="pt").to(self.device)
+        with torch.inference_mode(), _eval_mode(self.model):
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
     def classify(
         self, queries: Iterable[str], threshold: float | None = None, batch_size: int | None = None

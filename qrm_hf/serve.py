@@ -245,6 +245,7 @@ def handle_info(state: ServerState) -> dict[str, Any]:
         "qrm_hf_version": qrm_hf_version(),
         "max_batch_tokens": config.max_batch_tokens,
         "max_batch_size": config.max_batch_size,
+        "max_padding_tokens": batcher.max_padding_tokens,
         "max_queries_per_request": config.max_queries_per_request,
         "max_body_bytes": config.max_body_bytes,
         "reward_rule": config.rule().to_dict(),
@@ -297,7 +298,10 @@ def create_app(
             return
         # Raw outputs, one forward pass per call: each request clamps its own, so raw and clamped share passes.
         state.batcher = ContinuousBatcher(
-            functools.partial(scorer.score_ids, raw=True), config.max_batch_tokens, config.max_batch_size
+            functools.partial(scorer.score_ids, raw=True),
+            config.max_batch_tokens,
+            config.max_batch_size,
+            max_padding_tokens=config.padding_budget(scorer.device.type),
         )
         state.batcher.start()
         state.scorer = scorer

@@ -12,6 +12,9 @@ from .reward_rule import RewardRule
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("torch", "int8")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# On a CPU a forward pass costs about its padded tokens, so a pass closes before it holds more padding than this
+# (results/BENCHMARKS.md, 7c); a GPU runs a wide pass for about the price of a narrow one, so there is no cap.
+CPU_MAX_PADDING_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,13 @@ class ServeConfig:
     max_batch_size: int = field(
         default=256, metadata={"help": "Most queries in one forward pass, merged across requests."}
     )
+    max_padding_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most padding tokens in one forward pass before the next starts (default: "
+            f"{CPU_MAX_PADDING_TOKENS} on a CPU, no cap on a GPU)."
+        },
+    )
     # The reward rule of /get_reward (and the default of /score's reward_rule)
     empty_score: float | None = field(
         default=0.0,
@@ -86,6 +96,8 @@ class ServeConfig:
         for name in ("max_batch_tokens", "max_batch_size", "max_queries_per_request", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 1, got {getattr(self, name)}")
+        if self.max_padding_tokens is not None and self.max_padding_tokens < 0:
+            raise ValueError(f"max_padding_tokens (--max-padding-tokens) must be >= 0, got {self.max_padding_tokens}")
         try:
             self.rule()
         except ValueError as error:
@@ -94,9 +106,15 @@ class ServeConfig:
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level (--log-level) must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
+    def padding_budget(self, device_type: str) -> int | None:
+        """`max_padding_tokens`, or its default for a device of `device_type` ("cpu", "cuda", ...)."""
+        if self.max_padding_tokens is not None:
+            return self.max_padding_tokens
+        return CPU_MAX_PADDING_TOKENS if device_type == "cpu" else None
+
     def rule(self) -> RewardRule:
         """The reward rule of `/get_reward`, and of `/score` requests that ask for rewards without one."""
         return RewardRule(self.empty_score, self.length_guard, self.max_repeated_share)
 
 
-__all__ = ["BACKENDS", "DTYPES", "LOG_LEVELS", "ServeConfig"]
+__all__ = ["BACKENDS", "CPU_MAX_PADDING_TOKENS", "DTYPES", "LOG_LEVELS", "ServeConfig"]

@@ -50,6 +50,29 @@ def test_passes_are_sorted_by_length_and_capped_by_tokens_and_size():
     assert plan_passes([5, 5, 5, 5, 5, 30], max_batch_tokens=20, max_batch_size=99) == [[0, 1, 2, 3], [4], [5]]
 
 
+def test_a_padding_budget_closes_a_pass_before_it_pads_more_than_that():
+    lengths = [4, 4, 4, 5, 9, 9, 10, 30]
+    # Without a budget one pass holds all: 8 x 30 = 240 padded tokens for 75 real ones.
+    assert plan_passes(lengths, max_batch_tokens=1000, max_batch_size=99) == [list(range(8))]
+    passes = plan_passes(lengths, max_batch_tokens=1000, max_batch_size=99, max_padding_tokens=3)
+    assert passes == [[0, 1, 2, 3], [4, 5, 6], [7]]
+    assert all(len(p) * max(lengths[i] for i in p) - sum(lengths[i] for i in p) <= 3 for p in passes)
+    # Equal lengths pad nothing, so a budget of 0 still fills passes with them.
+    assert plan_passes([7] * 5, max_batch_tokens=1000, max_batch_size=99, max_padding_tokens=0) == [list(range(5))]
+
+
+def test_a_batcher_with_a_padding_budget_scores_in_passes_of_even_length():
+    recorder = Recorder()
+    requests = requests_of([6] * 8, length=lambda r, i: 1 + 4 * (i % 3))  # lengths 1, 5 and 9 in every request
+
+    results = run_concurrently(
+        ContinuousBatcher(recorder, max_batch_tokens=1000, max_batch_size=99, max_padding_tokens=0), requests
+    )
+
+    assert results == [expected_scores(request) for request in requests]
+    assert all(len({len(ids) for ids in batch}) == 1 for batch in recorder.passes)
+
+
 def test_waiting_requests_share_passes_and_each_gets_its_own_scores_in_order():
     recorder = Recorder()
     requests = requests_of([5] * 12)

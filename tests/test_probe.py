@@ -50,3 +50,34 @@ def test_the_probe_round_trips_through_json_and_prints_one_row_per_family():
     for family in FAMILIES:
         assert f"| {family} |" in text
     assert "| original queries |" in text and "Cost on the real test queries" in text
+
+
+def test_an_ensembles_spread_is_reported_per_family():
+    """A spread that grows with the word count: the long rewrites show more disagreement than the originals."""
+
+    def spread(texts):
+        return [len(text.split()) / 100 for text in texts]
+
+    result = probe(length_model, 16, QUERIES, spread=spread)
+    assert set(result.spread) == {"original queries", *FAMILIES}
+    assert result.spread["original queries"] == pytest.approx(sum(len(q.split()) for q in QUERIES) / 300)
+    assert result.spread["long filler tail"] > result.spread["original queries"] > result.spread["empty"] == 0.0
+    assert ProbeResult.from_json(result.to_json()) == result
+    assert "| long filler tail | " in "\n".join(format_probe(result)).split("Ensemble spread")[1]
+    assert probe(length_model, 16, QUERIES).spread == {}
+
+
+def test_probe_scorer_measures_the_spread_of_an_ensemble_only(make_tiny_model, tokenizer):
+    from qrm_hf.modeling_qrm import QueryRewardEnsemble
+    from qrm_hf.probe import probe_scorer
+    from qrm_hf.scoring import QueryScorer
+
+    queries, labels = [*QUERIES, "owls"], [1.0, 0.8, 1.0, 0.0]
+    single = QueryScorer(make_tiny_model().eval(), tokenizer)
+    ensemble = QueryScorer(QueryRewardEnsemble.from_members([make_tiny_model(seed=s) for s in (0, 1)]), tokenizer)
+
+    assert probe_scorer(single, queries, labels).spread == {}
+    assert single.spread(queries) == [0.0] * 4
+    spread = probe_scorer(ensemble, queries, labels).spread
+    assert spread and all(value >= 0.0 for value in spread.values()) and spread["original queries"] > 0.0
+    assert len(ensemble.spread(queries)) == 4
