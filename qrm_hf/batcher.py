@@ -4,9 +4,10 @@ Requests arrive as token ids (tokenized off the event loop by the server). The w
 to fill while the model is idle: each round takes every waiting query (up to `max_round_tokens`; requests take
 turns beyond that), sorts them by length, and scores them in forward passes of at most `max_batch_tokens`
 padded tokens and `max_batch_size` queries (as text-embeddings-inference caps its batches by tokens), so queries
-of similar length share a pass. With `max_padding_tokens` a pass also closes before its padding would exceed
-that many tokens: on a CPU a forward pass costs about its padded tokens, so one wide pass of mixed lengths is
-slower than several of even length, while a GPU runs a wide pass for about the price of a narrow one.
+of similar length share a pass. With `pass_overhead_tokens` the passes are cut where they cost least, a pass
+costing its padded tokens plus that overhead: on a CPU compute follows the padded tokens, so one wide pass of
+mixed lengths is slower than a few of even length, yet many tiny passes lose to their fixed cost; a GPU runs a
+wide pass for about the price of a narrow one, so there the fewest passes win.
 
 A request whose caller has gone is dropped before its queries are scored; a pass that fails is retried
 request by request, so one bad query fails only its own request.
@@ -48,37 +49,63 @@ class _Request:
 
 
 def plan_passes(
-    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int, max_padding_tokens: int | None = None
+    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int, pass_overhead_tokens: int | None = None
 ) -> list[list[int]]:
     """Group sequence indices into forward passes: sorted by length, each pass at most `max_batch_size`
-    sequences, `max_batch_tokens` padded tokens (its count times its longest) and, when given,
-    `max_padding_tokens` tokens of padding; a sequence longer than the budget gets a pass of its own.
+    sequences and `max_batch_tokens` padded tokens (its count times its longest); a sequence longer than the
+    budget gets a pass of its own. Without `pass_overhead_tokens`, as few passes as the caps allow; with it, the
+    cuts that minimize the total cost, each pass costing its padded tokens plus `pass_overhead_tokens`.
 
     Example:
         >>> plan_passes([5, 30, 6, 29], max_batch_tokens=64, max_batch_size=8)
         [[0, 2], [3, 1]]
-        >>> plan_passes([5, 6, 7, 8], max_batch_tokens=64, max_batch_size=8, max_padding_tokens=2)
-        [[0, 1], [2, 3]]
+        >>> plan_passes([5, 5, 5, 30], max_batch_tokens=200, max_batch_size=8, pass_overhead_tokens=10)
+        [[0, 1, 2], [3]]
+        >>> plan_passes([5, 5, 5, 30], max_batch_tokens=200, max_batch_size=8, pass_overhead_tokens=100)
+        [[0, 1, 2, 3]]
     """
     order = sorted(range(len(lengths)), key=lambda index: lengths[index])
-    passes: list[list[int]] = []
-    current: list[int] = []
-    real = 0  # tokens of the current pass without padding
-    for index in order:
-        longest = lengths[index]  # sorted ascending: the newcomer is the longest of its pass
-        padded = longest * (len(current) + 1)
-        if current and (
-            len(current) >= max_batch_size
-            or padded > max_batch_tokens
-            or (max_padding_tokens is not None and padded - real - longest > max_padding_tokens)
-        ):
+    if pass_overhead_tokens is None:
+        passes: list[list[int]] = []
+        current: list[int] = []
+        for index in order:
+            longest = lengths[index]  # sorted ascending: the newcomer is the longest of its pass
+            if current and (len(current) >= max_batch_size or longest * (len(current) + 1) > max_batch_tokens):
+                passes.append(current)
+                current = []
+            current.append(index)
+        if current:
             passes.append(current)
-            current, real = [], 0
-        current.append(index)
-        real += longest
-    if current:
-        passes.append(current)
-    return passes
+        return passes
+    return [
+        order[start:end]
+        for start, end in _cheapest_cuts(
+            [lengths[index] for index in order], max_batch_tokens, max_batch_size, pass_overhead_tokens
+        )
+    ]
+
+
+def _cheapest_cuts(sorted_lengths: list[int], max_tokens: int, max_size: int, overhead: int) -> list[tuple[int, int]]:
+    """(start, end) of each pass over ascending lengths: dynamic programming over where the last pass starts,
+    the cost of a pass being `overhead` plus its size times its last (longest) length."""
+    import numpy as np
+
+    lengths = np.asarray(sorted_lengths, dtype=np.int64)
+    best = np.zeros(len(lengths) + 1)  # best[j]: the cheapest passes over the first j sequences
+    start_of = np.zeros(len(lengths) + 1, dtype=np.int64)
+    for end in range(1, len(lengths) + 1):
+        longest = int(lengths[end - 1])
+        fits = max(1, min(max_size, max_tokens // longest))
+        first = max(0, end - fits)
+        starts = np.arange(first, end)
+        costs = best[first:end] + overhead + (end - starts) * longest
+        chosen = int(np.argmin(costs))
+        best[end], start_of[end] = costs[chosen], first + chosen
+    cuts, end = [], len(lengths)
+    while end > 0:
+        cuts.append((int(start_of[end]), end))
+        end = int(start_of[end])
+    return cuts[::-1]
 
 
 class ContinuousBatcher:
@@ -96,17 +123,17 @@ class ContinuousBatcher:
         max_batch_tokens: int = 8192,
         max_batch_size: int = 256,
         max_round_tokens: int | None = None,
-        max_padding_tokens: int | None = None,
+        pass_overhead_tokens: int | None = None,
     ) -> None:
         for name, value in (("max_batch_tokens", max_batch_tokens), ("max_batch_size", max_batch_size)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if max_padding_tokens is not None and max_padding_tokens < 0:
-            raise ValueError(f"max_padding_tokens must be >= 0 or None, got {max_padding_tokens}")
+        if pass_overhead_tokens is not None and pass_overhead_tokens < 0:
+            raise ValueError(f"pass_overhead_tokens must be >= 0 or None, got {pass_overhead_tokens}")
         self.score_ids = score_ids
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
-        self.max_padding_tokens = max_padding_tokens
+        self.pass_overhead_tokens = pass_overhead_tokens
         self.max_round_tokens = max_round_tokens or 8 * max_batch_tokens
         self.batches = 0  # forward passes run so far
         self.queries = 0  # sequences scored so far
@@ -164,7 +191,7 @@ class ContinuousBatcher:
             sequences = [request.encoded[start + offset] for request, start, count in parts for offset in range(count)]
             owners = [(request, start + offset) for request, start, count in parts for offset in range(count)]
             passes = plan_passes(
-                [len(ids) for ids in sequences], self.max_batch_tokens, self.max_batch_size, self.max_padding_tokens
+                [len(ids) for ids in sequences], self.max_batch_tokens, self.max_batch_size, self.pass_overhead_tokens
             )
             for indices in passes:
                 live = [index for index in indices if not owners[index][0].gone]

@@ -195,9 +195,9 @@ class QueryRewardEnsemble(PreTrainedModel):
         return ensemble.to(next(members[0].parameters()).device)
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Each member initialises its own head; the ensemble has no weights of its own.
-        if isinstance(module, QueryRewardModel):
-            module.init_weights()
+        # Nothing to do: each member initialised its own head when it was built, and the ensemble has no weights
+        # of its own (they are then loaded, from the members or from a saved folder).
+        return
 
     def get_input_embeddings(self) -> nn.Module:
         return self.members[0].get_input_embeddings()

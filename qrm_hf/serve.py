@@ -245,7 +245,7 @@ def handle_info(state: ServerState) -> dict[str, Any]:
         "qrm_hf_version": qrm_hf_version(),
         "max_batch_tokens": config.max_batch_tokens,
         "max_batch_size": config.max_batch_size,
-        "max_padding_tokens": batcher.max_padding_tokens,
+        "pass_overhead_tokens": batcher.pass_overhead_tokens,
         "max_queries_per_request": config.max_queries_per_request,
         "max_body_bytes": config.max_body_bytes,
         "reward_rule": config.rule().to_dict(),
@@ -301,7 +301,7 @@ def create_app(
             functools.partial(scorer.score_ids, raw=True),
             config.max_batch_tokens,
             config.max_batch_size,
-            max_padding_tokens=config.padding_budget(scorer.device.type),
+            pass_overhead_tokens=config.pass_overhead(scorer.device.type),
         )
         state.batcher.start()
         state.scorer = scorer

@@ -12,9 +12,10 @@ from .reward_rule import RewardRule
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("torch", "int8")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-# On a CPU a forward pass costs about its padded tokens, so a pass closes before it holds more padding than this
-# (results/BENCHMARKS.md, 7c); a GPU runs a wide pass for about the price of a narrow one, so there is no cap.
-CPU_MAX_PADDING_TOKENS = 16
+# What a forward pass costs on a CPU beyond its padded tokens, in tokens (results/BENCHMARKS.md, 7c): passes are
+# cut where the padding saved outweighs it. A GPU runs a wide pass for about the price of a narrow one, so there
+# the fewest passes the caps allow win.
+CPU_PASS_OVERHEAD_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,12 @@ class ServeConfig:
     max_batch_size: int = field(
         default=256, metadata={"help": "Most queries in one forward pass, merged across requests."}
     )
-    max_padding_tokens: int | None = field(
+    pass_overhead_tokens: int | None = field(
         default=None,
         metadata={
-            "help": "Most padding tokens in one forward pass before the next starts (default: "
-            f"{CPU_MAX_PADDING_TOKENS} on a CPU, no cap on a GPU)."
+            "help": "What one forward pass costs beyond its padded tokens, in tokens: the waiting queries are cut "
+            "into the passes of least total cost (default: "
+            f"{CPU_PASS_OVERHEAD_TOKENS} on a CPU; on a GPU none, so the fewest passes the caps allow)."
         },
     )
     # The reward rule of /get_reward (and the default of /score's reward_rule)
@@ -96,8 +98,10 @@ class ServeConfig:
         for name in ("max_batch_tokens", "max_batch_size", "max_queries_per_request", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 1, got {getattr(self, name)}")
-        if self.max_padding_tokens is not None and self.max_padding_tokens < 0:
-            raise ValueError(f"max_padding_tokens (--max-padding-tokens) must be >= 0, got {self.max_padding_tokens}")
+        if self.pass_overhead_tokens is not None and self.pass_overhead_tokens < 0:
+            raise ValueError(
+                f"pass_overhead_tokens (--pass-overhead-tokens) must be >= 0, got {self.pass_overhead_tokens}"
+            )
         try:
             self.rule()
         except ValueError as error:
@@ -106,15 +110,15 @@ class ServeConfig:
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level (--log-level) must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
-    def padding_budget(self, device_type: str) -> int | None:
-        """`max_padding_tokens`, or its default for a device of `device_type` ("cpu", "cuda", ...)."""
-        if self.max_padding_tokens is not None:
-            return self.max_padding_tokens
-        return CPU_MAX_PADDING_TOKENS if device_type == "cpu" else None
+    def pass_overhead(self, device_type: str) -> int | None:
+        """`pass_overhead_tokens`, or its default for a device of `device_type` ("cpu", "cuda", ...)."""
+        if self.pass_overhead_tokens is not None:
+            return self.pass_overhead_tokens
+        return CPU_PASS_OVERHEAD_TOKENS if device_type == "cpu" else None
 
     def rule(self) -> RewardRule:
         """The reward rule of `/get_reward`, and of `/score` requests that ask for rewards without one."""
         return RewardRule(self.empty_score, self.length_guard, self.max_repeated_share)
 
 
-__all__ = ["BACKENDS", "CPU_MAX_PADDING_TOKENS", "DTYPES", "LOG_LEVELS", "ServeConfig"]
+__all__ = ["BACKENDS", "CPU_PASS_OVERHEAD_TOKENS", "DTYPES", "LOG_LEVELS", "ServeConfig"]

@@ -50,23 +50,51 @@ def test_passes_are_sorted_by_length_and_capped_by_tokens_and_size():
     assert plan_passes([5, 5, 5, 5, 5, 30], max_batch_tokens=20, max_batch_size=99) == [[0, 1, 2, 3], [4], [5]]
 
 
-def test_a_padding_budget_closes_a_pass_before_it_pads_more_than_that():
-    lengths = [4, 4, 4, 5, 9, 9, 10, 30]
-    # Without a budget one pass holds all: 8 x 30 = 240 padded tokens for 75 real ones.
-    assert plan_passes(lengths, max_batch_tokens=1000, max_batch_size=99) == [list(range(8))]
-    passes = plan_passes(lengths, max_batch_tokens=1000, max_batch_size=99, max_padding_tokens=3)
-    assert passes == [[0, 1, 2, 3], [4, 5, 6], [7]]
-    assert all(len(p) * max(lengths[i] for i in p) - sum(lengths[i] for i in p) <= 3 for p in passes)
-    # Equal lengths pad nothing, so a budget of 0 still fills passes with them.
-    assert plan_passes([7] * 5, max_batch_tokens=1000, max_batch_size=99, max_padding_tokens=0) == [list(range(5))]
+def brute_force_cost(lengths, max_tokens, max_size, overhead):
+    """The least total cost over every way of cutting the sorted lengths into contiguous passes."""
+    ordered = sorted(lengths)
+    best = [0.0] + [float("inf")] * len(ordered)
+    for end in range(1, len(ordered) + 1):
+        for start in range(end):
+            size = end - start
+            if size == 1 or (size <= max_size and size * ordered[end - 1] <= max_tokens):
+                best[end] = min(best[end], best[start] + overhead + size * ordered[end - 1])
+    return best[-1]
 
 
-def test_a_batcher_with_a_padding_budget_scores_in_passes_of_even_length():
+def pass_cost(passes, lengths, overhead):
+    return sum(overhead + len(p) * max(lengths[i] for i in p) for p in passes)
+
+
+def test_a_pass_overhead_cuts_passes_where_they_cost_least():
+    lengths = [4, 4, 4, 5, 9, 9, 10, 30, 31, 2]
+    # Without an overhead, the fewest passes the caps allow: one, padded to 31.
+    assert plan_passes(lengths, max_batch_tokens=1000, max_batch_size=99) == [
+        sorted(range(10), key=lengths.__getitem__)
+    ]
+    # A small overhead: the short, middle and long ones apart; a large one: back to a single pass.
+    cheap = plan_passes(lengths, max_batch_tokens=1000, max_batch_size=99, pass_overhead_tokens=5)
+    assert [sorted(lengths[i] for i in p) for p in cheap] == [[2, 4, 4, 4, 5], [9, 9, 10], [30, 31]]
+    assert len(plan_passes(lengths, max_batch_tokens=1000, max_batch_size=99, pass_overhead_tokens=500)) == 1
+    # Optimal against every contiguous cut, and within the caps, on many random rounds.
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 12))]
+        tokens, size, overhead = rng.choice([60, 120, 400]), rng.randint(1, 6), rng.choice([0, 3, 20, 100])
+        passes = plan_passes(lengths, tokens, size, pass_overhead_tokens=overhead)
+        assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+        assert all(len(p) == 1 or (len(p) <= size and len(p) * max(lengths[i] for i in p) <= tokens) for p in passes)
+        assert pass_cost(passes, lengths, overhead) == brute_force_cost(lengths, tokens, size, overhead)
+
+
+def test_a_batcher_with_a_pass_overhead_of_zero_scores_in_passes_of_even_length():
     recorder = Recorder()
     requests = requests_of([6] * 8, length=lambda r, i: 1 + 4 * (i % 3))  # lengths 1, 5 and 9 in every request
 
     results = run_concurrently(
-        ContinuousBatcher(recorder, max_batch_tokens=1000, max_batch_size=99, max_padding_tokens=0), requests
+        ContinuousBatcher(recorder, max_batch_tokens=1000, max_batch_size=99, pass_overhead_tokens=0), requests
     )
 
     assert results == [expected_scores(request) for request in requests]

@@ -304,3 +304,19 @@ def test_a_megabyte_query_is_cut_before_tokenizing_and_scores_as_its_visible_sta
     [count] = scorer.token_counts([huge])
     assert 5 * 60_000 < count < 7 * 60_000
     assert scorer.token_counts(["how do owls hunt ?"]) == [len(scorer.encode(["how do owls hunt ?"])[0])] == [7]
+
+
+def test_the_int8_backend_quantizes_the_encoder_but_not_its_residual_projections_nor_the_head(saved_model_dir):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    from qrm_hf.scoring import FLOAT_LINEAR_SUFFIXES
+
+    scorer = QueryScorer.from_pretrained(saved_model_dir, backend="int8")
+    kinds = {name: type(module) for name, module in scorer.model.encoder.named_modules() if "W" in name.split(".")[-1]}
+
+    quantized = {name for name, kind in kinds.items() if kind is DynamicInt8Linear}
+    assert quantized and all(not name.endswith(FLOAT_LINEAR_SUFFIXES) for name in quantized)
+    assert {name for name in kinds if name.endswith(".Wo")} == {n for n, k in kinds.items() if k is torch.nn.Linear}
+    assert all(type(layer) is not DynamicInt8Linear for layer in scorer.model.head.modules())
+    fp32 = QueryScorer.from_pretrained(saved_model_dir, device="cpu")
+    assert scorer.score(QUERIES) == pytest.approx(fp32.score(QUERIES), abs=0.05)

@@ -24,7 +24,7 @@ from qrm_hf.client import QueryScorerClient, ScoringRequestError
 from qrm_hf.rewards import make_reward_function
 from qrm_hf.scoring import QueryScorer
 from qrm_hf.serve import ServeConfig
-from qrm_hf.serve_config import CPU_MAX_PADDING_TOKENS
+from qrm_hf.serve_config import CPU_PASS_OVERHEAD_TOKENS
 
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
 # Of many lengths (a blank one, one far over max_length), so batches mix padding and truncation.
@@ -269,7 +269,7 @@ def test_health_and_info_describe_the_served_model(server, scorer, saved_model_d
     assert info["max_length"] == scorer.max_length
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     assert info["max_batch_size"] == 8 and info["max_batch_tokens"] == 256 and info["backend"] == "torch"
-    assert info["max_padding_tokens"] == CPU_MAX_PADDING_TOKENS  # the CPU default: no flag given
+    assert info["pass_overhead_tokens"] == CPU_PASS_OVERHEAD_TOKENS  # the CPU default: no flag given
     assert info["reward_rule"] == {"empty_score": 0.0, "length_guard": True, "max_repeated_share": None}
     assert info["qrm_hf_version"]
 

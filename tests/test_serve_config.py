@@ -5,7 +5,7 @@ import math
 import pytest
 
 from qrm_hf.reward_rule import RewardRule
-from qrm_hf.serve_config import CPU_MAX_PADDING_TOKENS, ServeConfig
+from qrm_hf.serve_config import CPU_PASS_OVERHEAD_TOKENS, ServeConfig
 
 
 @pytest.mark.parametrize(
@@ -13,7 +13,7 @@ from qrm_hf.serve_config import CPU_MAX_PADDING_TOKENS, ServeConfig
     [
         ({"max_batch_size": 0}, r"max_batch_size \(--max-batch-size\) must be >= 1, got 0"),
         ({"max_batch_tokens": 0}, r"max_batch_tokens \(--max-batch-tokens\) must be >= 1, got 0"),
-        ({"max_padding_tokens": -1}, r"max_padding_tokens \(--max-padding-tokens\) must be >= 0, got -1"),
+        ({"pass_overhead_tokens": -1}, r"pass_overhead_tokens \(--pass-overhead-tokens\) must be >= 0, got -1"),
         ({"backend": "onnx"}, r"backend \(--backend\) must be one of torch, int8, got 'onnx'"),
         ({"empty_score": math.nan}, r"empty_score \(--empty-score\): empty_score must be a finite number"),
         ({"max_repeated_share": 1.5}, r"max_repeated_share \(--max-repeated-share\): .* in \[0, 1\)"),
@@ -35,8 +35,8 @@ def test_the_servers_reward_rule_comes_from_its_fields():
     assert ServeConfig(model="m").rule() == RewardRule()
 
 
-def test_the_padding_budget_defaults_by_device_and_a_given_one_wins():
-    assert ServeConfig(model="m").padding_budget("cpu") == CPU_MAX_PADDING_TOKENS
-    assert ServeConfig(model="m").padding_budget("cuda") is None
-    assert ServeConfig(model="m", max_padding_tokens=0).padding_budget("cpu") == 0
-    assert ServeConfig(model="m", max_padding_tokens=500).padding_budget("cuda") == 500
+def test_the_pass_overhead_defaults_by_device_and_a_given_one_wins():
+    assert ServeConfig(model="m").pass_overhead("cpu") == CPU_PASS_OVERHEAD_TOKENS
+    assert ServeConfig(model="m").pass_overhead("cuda") is None
+    assert ServeConfig(model="m", pass_overhead_tokens=0).pass_overhead("cpu") == 0
+    assert ServeConfig(model="m", pass_overhead_tokens=500).pass_overhead("cuda") == 500

@@ -2,9 +2,9 @@
 
 Two `qrm serve` subprocesses on 127.0.0.1 serve the same model: one with its defaults (whenever the model is
 free, every waiting query, length-sorted, in passes of up to `--max-batch-tokens` padded tokens and
-`--max-batch-size` queries, with the server's padding cap of `--max-padding-tokens`), the other with
-`--max-batch-size` equal to one request and no padding cap, so no forward pass holds more queries than one
-request sends, padded to the longest of them. Clients are threads of this process, each sending requests of
+`--max-batch-size` queries, cut where `--pass-overhead-tokens` says passes cost least), the other with
+`--max-batch-size` equal to one request and as few passes as that allows, so no forward pass holds more queries
+than one request sends, padded to the longest of them. Clients are threads of this process, each sending requests of
 `--queries-per-request` real test queries through QueryScorerClient, one after another. For each number of
 clients the two servers take turns, `--repeats` times, each turn `--requests` requests (or `--seconds`). The
 table gives the median queries/s, the p50/p99 latency of a request (pooled over repeats) and the mean batch the
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-tokens", type=int, default=8192, help="of the batching server")
     parser.add_argument("--max-batch-size", type=int, default=256, help="of the batching server")
     parser.add_argument(
-        "--max-padding-tokens", type=int, default=None, help="of the batching server (default: the server's own)"
+        "--pass-overhead-tokens", type=int, default=None, help="of the batching server (default: the server's own)"
     )
     parser.add_argument("--backend", default="torch", help="of both servers: torch or int8")
     parser.add_argument("--device", default=None, help="the servers' --device (default: the fastest available)")
@@ -154,16 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     queries = read_tsv(Path(args.data) / "test.tsv")["query"]
     size = args.queries_per_request
     batching = ["--max-batch-tokens", str(args.max_batch_tokens), "--max-batch-size", str(args.max_batch_size)]
-    padding = "server default"
-    if args.max_padding_tokens is not None:
-        batching += ["--max-padding-tokens", str(args.max_padding_tokens)]
-        padding = str(args.max_padding_tokens)
-    # The baseline: no pass larger than one request, and no padding cap (padded to the longest of its pass).
-    alone = ["--max-batch-size", str(size), "--max-padding-tokens", str(10**9)]
+    overhead = "server default"
+    if args.pass_overhead_tokens is not None:
+        batching += ["--pass-overhead-tokens", str(args.pass_overhead_tokens)]
+        overhead = str(args.pass_overhead_tokens)
+    # The baseline: no pass larger than one request, as few passes as that allows (each padded to its longest).
+    alone = ["--max-batch-size", str(size), "--pass-overhead-tokens", str(10**9)]
     ways = {
-        f"continuous batching (max {args.max_batch_tokens} tokens, {args.max_batch_size} queries, padding "
-        f"{padding})": batching,
-        f"passes of one request's size (max {size}, padding uncapped)": alone,
+        f"continuous batching (max {args.max_batch_tokens} tokens, {args.max_batch_size} queries, pass overhead "
+        f"{overhead})": batching,
+        f"passes of one request's size (max {size}, fewest passes)": alone,
     }
     ways = {way: [*flags, "--backend", args.backend] for way, flags in ways.items()}
     results: dict[tuple[int, str], list[dict]] = {(c, way): [] for c in args.clients for way in ways}
