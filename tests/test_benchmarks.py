@@ -73,6 +73,15 @@ def test_int8_script_compares_backends_side_by_side(saved_model_dir, data_dir, c
     assert "x the queries/s of fp32; test MSE" in out
 
 
+def test_pass_cost_script_fits_an_overhead_in_tokens(saved_model_dir, capsys):
+    argv = ["--model", str(saved_model_dir), "--sizes", "1", "4", "--lengths", "4", "8", "--repeats", "1"]
+    assert load("pass_cost").main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 4 |"))]
+    assert len(rows) == 4 and all(float(row.split("|")[4]) > 0 for row in rows)
+    assert "ms per pass +" in out and "tokens (--pass-overhead-tokens)" in out
+
+
 @pytest.mark.slow
 def test_levers_script_runs_one_variant(data_dir, tmp_path, capsys):
     output = tmp_path / "levers.json"
