@@ -170,6 +170,7 @@ TRAINING_MINIMUMS: dict[str, tuple[float, bool]] = {
     "warmup_steps": (0.0, True),
     "early_stopping_patience": (1, True),
     "layer_lr_decay": (0.0, False),
+    "reinit_top_layers": (0, True),
 }
 TRAINING_MAXIMUMS: dict[str, tuple[float, bool]] = {"layer_lr_decay": (1.0, True)}
 

@@ -34,6 +34,14 @@ class QRMTrainingArguments(TrainingArguments):
         },
     )
 
+    reinit_top_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Re-initialise the top N encoder blocks before training (Zhang et al. 2021: the top of a "
+            "pretrained encoder is tuned to its pretraining task); 0 keeps every pretrained weight."
+        },
+    )
+
     # --- Inputs ---
     max_length: int = field(
         default=DEFAULT_MAX_LENGTH,
@@ -58,6 +66,8 @@ class QRMTrainingArguments(TrainingArguments):
             raise ValueError(f"head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
         if not 0 < self.layer_lr_decay <= 1:
             raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.reinit_top_layers < 0:
+            raise ValueError(f"reinit_top_layers must be >= 0, got {self.reinit_top_layers}")
         if self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:

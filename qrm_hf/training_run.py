@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from datasets import DatasetDict
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from .data import QueryCollator
@@ -19,7 +20,7 @@ from .metrics import compute_metrics
 from .modeling_qrm import QueryRewardModel
 from .run_config import RunConfig
 from .search_space import SearchSpace
-from .trainer import PerTrialEarlyStopping, QRMTrainer
+from .trainer import HEAD_PREFIX, PerTrialEarlyStopping, QRMTrainer, encoder_depths
 from .training_args import QRMTrainingArguments
 
 
@@ -50,12 +51,44 @@ class RunBuilder:
         set_seed(args.seed)
         head, training = self.space.split({**self.space.fixed, **values})
         max_length = int(training.get("max_length", args.max_length))
-        return QueryRewardModel.from_encoder(self.encoder, max_length=max_length, **head)
+        model = QueryRewardModel.from_encoder(self.encoder, max_length=max_length, **head)
+        reinitialize_top_blocks(model, args.reinit_top_layers)
+        return model
 
     def build(self, values: dict[str, Any], output_dir: Path, **overrides: Any):
         """(args, model) of one training run on the point `values`."""
         args = self.arguments(output_dir, values, **overrides)
         return args, self.model(values, args)
+
+
+def reinitialize_top_blocks(model: QueryRewardModel, count: int) -> list[str]:
+    """Give the top `count` encoder blocks fresh weights, as the encoder's own initialisation would (normal Linear
+    weights of its `initializer_range`, zero biases, unit LayerNorms); returns the re-initialised modules' names.
+    ValueError when the encoder has fewer blocks, or none that can be told apart by name."""
+    if count <= 0:
+        return []
+    depths = encoder_depths([name for name, _ in model.named_parameters() if not name.startswith(HEAD_PREFIX)])
+    blocks = 1 + max((depth for name, depth in depths.items() if "embeddings." not in name), default=-1)
+    if count > blocks:
+        raise ValueError(f"reinit_top_layers={count}, but the encoder has {blocks} blocks that can be re-initialised")
+    std = getattr(model.config.encoder, "initializer_range", 0.02)
+    renewed = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if depths.get(f"{name}.weight", count) >= count or "embeddings." in name:
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            else:
+                continue
+            renewed.append(name)
+    return renewed
 
 
 def base_training_arguments(config: RunConfig, output_dir: Path, **overrides: Any) -> QRMTrainingArguments:
@@ -114,4 +147,4 @@ def make_trainer(
     )
 
 
-__all__ = ["RunBuilder", "base_training_arguments", "make_collator", "make_trainer"]
+__all__ = ["RunBuilder", "base_training_arguments", "make_collator", "make_trainer", "reinitialize_top_blocks"]

@@ -42,3 +42,29 @@ def test_the_trainer_gets_the_collator_of_its_arguments_and_early_stopping(built
     args.early_stopping_patience = None
     trainer = make_trainer(args, tokenizer, data, model=model)
     assert not any(isinstance(c, PerTrialEarlyStopping) for c in trainer.callback_handler.callbacks)
+
+
+def test_reinit_top_layers_renews_the_top_blocks_and_keeps_the_rest_pretrained(tiny_encoder_dir, tmp_path):
+    """Two blocks in the tiny encoder: re-initialising one changes block 1 only; asking for three is refused."""
+    import torch
+
+    encoder = AutoModel.from_pretrained(tiny_encoder_dir)
+    config = RunConfig(model=str(tiny_encoder_dir))
+    builder = RunBuilder(config, SearchSpace(parameters=(), fixed={"num_hidden_layers": 0}), encoder)
+    pretrained = {f"encoder.{name}": tensor for name, tensor in encoder.state_dict().items()}
+
+    _, kept = builder.build({}, tmp_path / "a")
+    _, renewed = builder.build({"reinit_top_layers": 1}, tmp_path / "b")
+
+    def changed(model):
+        return {
+            name
+            for name, tensor in model.state_dict().items()
+            if name in pretrained and not torch.equal(tensor, pretrained[name])
+        }
+
+    assert changed(kept) == set()
+    assert changed(renewed) and all(".layers.1." in name for name in changed(renewed))
+    assert any(name.endswith("layers.1.mlp.Wo.weight") for name in changed(renewed))
+    with pytest.raises(ValueError, match="reinit_top_layers=3, but the encoder has 2 blocks"):
+        builder.build({"reinit_top_layers": 3}, tmp_path / "c")

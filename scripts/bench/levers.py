@@ -37,6 +37,7 @@ VARIANTS = {
     "3 epochs instead of 2": {"num_epochs": 3},
     "MLP head": MLP,
     "warmup 0.1": {"warmup_ratio": 0.1},
+    "top encoder layer re-initialised": {"reinit_top_layers": 1},
 }
 
 
