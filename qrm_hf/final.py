@@ -12,7 +12,6 @@ the test split is scored once, at the end. The search may have seen fewer traini
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import shutil
@@ -197,15 +196,13 @@ def train_final(
     chosen = (candidates[0].label,)
     if len(ingredients) > 1 and config.combine == "ensemble":
         chosen, dev_mse = greedy_ensemble(ingredients, dev_predictions, dev.true)
-        by_label = {ingredient.label: ingredient for ingredient in ingredients}
-        trainer.model.load_state_dict(by_label[chosen[0]].weights)
+        by_label = {ingredient.label: ingredient.weights for ingredient in ingredients}
         if len(chosen) > 1:
-            members = []
-            for label in chosen:
-                member = copy.deepcopy(trainer.model)
-                member.load_state_dict(by_label[label].weights)
-                members.append(member)
-            trainer = make_trainer(trainer.args, tokenizer, tokenized, model=QueryRewardEnsemble.from_members(members))
+            ensemble = QueryRewardEnsemble.from_weights(trainer.model.config, [by_label[label] for label in chosen])
+            ensemble.to(trainer.model.device)
+            trainer = make_trainer(trainer.args, tokenizer, tokenized, model=ensemble)
+        else:
+            trainer.model.load_state_dict(by_label[chosen[0]])
         logger.info("final stage: ensemble of %s, dev MSE %.5f", ", ".join(chosen), dev_mse)
     elif len(ingredients) > 1:
         model = trainer.model

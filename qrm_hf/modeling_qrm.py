@@ -64,6 +64,20 @@ class RegressionHead(nn.Module):
         return self.layers(pooled)
 
 
+def initialize_layer(layer: nn.Module, std: float) -> bool:
+    """BERT's initialisation of one layer: a Linear gets normal weights of `std` and zero bias, a LayerNorm unit
+    weight and zero bias; returns whether `layer` was one of them."""
+    if isinstance(layer, nn.Linear):
+        nn.init.normal_(layer.weight, mean=0.0, std=std)
+    elif isinstance(layer, nn.LayerNorm):
+        nn.init.ones_(layer.weight)
+    else:
+        return False
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return True
+
+
 def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
     """Reduce `(batch, seq, hidden)` to `(batch, hidden)`: first token, or mean over real (unpadded) tokens."""
     if pooling == "cls" or attention_mask is None:
@@ -111,12 +125,7 @@ class QueryRewardModel(PreTrainedModel):
         if isinstance(module, RegressionHead):
             std = getattr(self.config.encoder, "initializer_range", 0.02)
             for layer in module.layers:
-                if isinstance(layer, nn.Linear):
-                    nn.init.normal_(layer.weight, mean=0.0, std=std)
-                    nn.init.zeros_(layer.bias)
-                elif isinstance(layer, nn.LayerNorm):
-                    nn.init.ones_(layer.weight)
-                    nn.init.zeros_(layer.bias)
+                initialize_layer(layer, std)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
@@ -186,13 +195,19 @@ class QueryRewardEnsemble(PreTrainedModel):
         for index, shape in enumerate(shapes[1:], start=1):
             if shape != shapes[0]:
                 raise ValueError(f"member {index} has another architecture than member 0: they cannot be one ensemble")
-        config = copy.deepcopy(members[0].config)
-        config.ensemble_size = len(members)
-        config.auto_map = auto_map_for(len(members))
-        ensemble = cls(config)
-        for target, member in zip(ensemble.members, members, strict=True):
-            target.load_state_dict(member.state_dict())
+        ensemble = cls.from_weights(members[0].config, [member.state_dict() for member in members])
         return ensemble.to(next(members[0].parameters()).device)
+
+    @classmethod
+    def from_weights(cls, config: QueryRewardConfig, state_dicts: Sequence[dict[str, torch.Tensor]]):
+        """An ensemble of one member per state dict, all of the single-model architecture `config` describes."""
+        config = copy.deepcopy(config)
+        config.ensemble_size = len(state_dicts)
+        config.auto_map = auto_map_for(len(state_dicts))
+        ensemble = cls(config)
+        for target, weights in zip(ensemble.members, state_dicts, strict=True):
+            target.load_state_dict(weights)
+        return ensemble
 
     def _init_weights(self, module: nn.Module) -> None:
         # Nothing to do: each member initialised its own head when it was built, and the ensemble has no weights
@@ -234,4 +249,11 @@ def reward_models(model: nn.Module) -> list[QueryRewardModel]:
 QueryRewardModel.register_for_auto_class("AutoModel")
 QueryRewardEnsemble.register_for_auto_class("AutoModel")
 
-__all__ = ["QueryRewardEnsemble", "QueryRewardModel", "QueryRewardOutput", "RegressionHead", "reward_models"]
+__all__ = [
+    "QueryRewardEnsemble",
+    "QueryRewardModel",
+    "QueryRewardOutput",
+    "RegressionHead",
+    "initialize_layer",
+    "reward_models",
+]

@@ -354,12 +354,14 @@ def read_config(config: str) -> tuple[str, dict[str, Any]]:
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(raw) - known, key=str)
     if unknown:
-        close = [
-            RENAMED_KEYS.get(str(key)) or match
-            for key in unknown
-            for match in (difflib.get_close_matches(str(key), sorted(known), n=1) or [None])
-            if RENAMED_KEYS.get(str(key)) or match
-        ]
+
+        def suggestion(key: str) -> str | None:
+            if key in RENAMED_KEYS:
+                return RENAMED_KEYS[key]
+            matches = difflib.get_close_matches(key, sorted(known), n=1)
+            return matches[0] if matches else None
+
+        close = [hint for key in unknown if (hint := suggestion(str(key)))]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"{where}: unknown keys {unknown}{hint}; valid keys: {sorted(known)}")
     return where, raw

@@ -12,12 +12,11 @@ from typing import Any
 
 import torch
 from datasets import DatasetDict
-from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from .data import QueryCollator
 from .metrics import compute_metrics
-from .modeling_qrm import QueryRewardModel
+from .modeling_qrm import QueryRewardModel, initialize_layer
 from .run_config import RunConfig
 from .search_space import SearchSpace
 from .trainer import HEAD_PREFIX, PerTrialEarlyStopping, QRMTrainer, encoder_depths
@@ -75,19 +74,9 @@ def reinitialize_top_blocks(model: QueryRewardModel, count: int) -> list[str]:
     renewed = []
     with torch.no_grad():
         for name, module in model.named_modules():
-            if depths.get(f"{name}.weight", count) >= count or "embeddings." in name:
-                continue
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            else:
-                continue
-            renewed.append(name)
+            in_top_block = depths.get(f"{name}.weight", count) < count and "embeddings." not in name
+            if in_top_block and initialize_layer(module, std):
+                renewed.append(name)
     return renewed
 
 
