@@ -73,6 +73,15 @@ def test_int8_script_compares_backends_side_by_side(saved_model_dir, data_dir, c
     assert "x the queries/s of fp32; test MSE" in out
 
 
+def test_int8_variants_script_scores_every_variant_against_fp32(saved_model_dir, data_dir, capsys):
+    argv = ["--model", str(saved_model_dir), "--data", str(data_dir), "--split", "dev", "--repeats", "1"]
+    assert load("int8_variants").main([*argv, "--max-samples", "48"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
+    assert len(rows) == 5 and rows[0].startswith("| fp32 | ") and "| +0.00000 |" in rows[0]
+    assert "residual projections float (the int8 backend)" in out
+
+
 def test_pass_cost_script_fits_an_overhead_in_tokens(saved_model_dir, capsys):
     argv = ["--model", str(saved_model_dir), "--sizes", "1", "4", "--lengths", "4", "8", "--repeats", "1"]
     assert load("pass_cost").main(argv) == 0
