@@ -31,6 +31,21 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def score_in_turns(scorers: dict, queries: list[str], repeats: int) -> tuple[dict, dict]:
+    """Each scorer scores `queries` in turn, `repeats` times, the order reversed every other time (after a warm-up
+    on the first 256): (queries/s of each run, last scores) by scorer name."""
+    for scorer in scorers.values():  # first passes are slow: not measured
+        scorer.score(queries[:256], show_progress=False)
+    rates: dict[str, list[float]] = {name: [] for name in scorers}
+    scores: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        for name in scorers if repeat % 2 == 0 else reversed(list(scorers)):
+            start = time.perf_counter()
+            scores[name] = scorers[name].score(queries, show_progress=False)
+            rates[name].append(len(queries) / (time.perf_counter() - start))
+    return rates, scores
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine  # noqa: E402
+from _common import machine, score_in_turns  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "query-wellformedness"
 
@@ -39,15 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     scorers = {
         backend: QueryScorer.from_pretrained(args.model, device="cpu", backend=backend) for backend in ("torch", "int8")
     }
-    for scorer in scorers.values():  # first passes are slow: not measured
-        scorer.score(queries[:256], show_progress=False)
-    rates: dict[str, list[float]] = {backend: [] for backend in scorers}
-    scores: dict[str, list[float]] = {}
-    for repeat in range(args.repeats):
-        for backend in scorers if repeat % 2 == 0 else reversed(list(scorers)):
-            start = time.perf_counter()
-            scores[backend] = scorers[backend].score(queries, show_progress=False)
-            rates[backend].append(len(queries) / (time.perf_counter() - start))
+    rates, scores = score_in_turns(scorers, queries, args.repeats)
     metrics = {backend: score_metrics(values, labels) for backend, values in scores.items()}
     print(f"machine: {machine()}")
     print(f"model: {args.model}; {len(queries)} test queries, batch 64, length-sorted; repeats={args.repeats}")

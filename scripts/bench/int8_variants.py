@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine  # noqa: E402
+from _common import machine, score_in_turns  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "query-wellformedness"
 
@@ -68,15 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     queries, labels = rows["query"][: args.max_samples], rows["score"][: args.max_samples]
     scorers = {"fp32": QueryScorer.from_pretrained(args.model, device="cpu")}
     scorers.update({name: quantized(args.model, *variant) for name, variant in VARIANTS.items()})
-    for scorer in scorers.values():  # first passes are slow: not measured
-        scorer.score(queries[:256], show_progress=False)
-    rates: dict[str, list[float]] = {name: [] for name in scorers}
-    scores: dict[str, list[float]] = {}
-    for repeat in range(args.repeats):
-        for name in scorers if repeat % 2 == 0 else reversed(list(scorers)):
-            start = time.perf_counter()
-            scores[name] = scorers[name].score(queries, show_progress=False)
-            rates[name].append(len(queries) / (time.perf_counter() - start))
+    rates, scores = score_in_turns(scorers, queries, args.repeats)
     base_mse = score_metrics(scores["fp32"], labels)["mse"]
     base_rate = statistics.median(rates["fp32"])
     print(f"machine: {machine()}")
