@@ -1,13 +1,15 @@
 """Continuous batching for the HTTP scorer: whenever the model is free, score what is waiting, at once.
 
 Requests arrive as token ids (tokenized off the event loop by the server). The worker never waits for a batch
-to fill while the model is idle: each round takes every waiting query (up to `max_round_tokens`; requests take
-turns beyond that), sorts them by length, and scores them in forward passes of at most `max_batch_tokens`
-padded tokens and `max_batch_size` queries (as text-embeddings-inference caps its batches by tokens), so queries
-of similar length share a pass. With `pass_overhead_tokens` the passes are cut where they cost least, a pass
-costing its padded tokens plus that overhead: on a CPU compute follows the padded tokens, so one wide pass of
-mixed lengths is slower than a few of even length, yet many tiny passes lose to their fixed cost; a GPU runs a
-wide pass for about the price of a narrow one, so there the fewest passes win.
+to fill while the model is idle. Before each forward pass it moves what waits into its pool (up to
+`max_pool_tokens`; requests take turns beyond that), plans the whole pool as passes of at most
+`max_batch_tokens` padded tokens and `max_batch_size` queries (as text-embeddings-inference caps its batches by
+tokens), sorted by length so that queries of similar length share a pass, and runs the pass that holds the
+oldest query. So no query waits behind one that came later, and one that arrives while a pass runs can share
+the next pass instead of waiting for all that was planned before it. With `pass_overhead_tokens` the passes are
+cut where they cost least, a pass costing its padded tokens plus that overhead: on a CPU compute follows the
+padded tokens, so one wide pass of mixed lengths is slower than a few of even length, yet many tiny passes lose
+to their fixed cost; a GPU runs a wide pass for about the price of a narrow one, so there the fewest passes win.
 
 A request whose caller has gone is dropped before its queries are scored; a pass that fails is retried
 request by request, so one bad query fails only its own request.
@@ -35,7 +37,7 @@ class _Request:
 
     encoded: list[list[int]]
     future: asyncio.Future
-    taken: int = 0  # sequences handed to rounds so far
+    taken: int = 0  # sequences moved into the worker's pool so far
     scored: int = 0  # sequences whose scores came back
     scores: list[float] = field(default_factory=list)
 
@@ -46,6 +48,9 @@ class _Request:
     def gone(self) -> bool:
         """Answered, failed or cancelled (its caller disconnected): nothing more to score for it."""
         return self.future.done()
+
+
+_Entry = tuple[_Request, int]  # one query: its request and its place in it
 
 
 def plan_passes(
@@ -122,7 +127,7 @@ class ContinuousBatcher:
         score_ids: ScoreIds,
         max_batch_tokens: int = 8192,
         max_batch_size: int = 256,
-        max_round_tokens: int | None = None,
+        max_pool_tokens: int | None = None,
         pass_overhead_tokens: int | None = None,
     ) -> None:
         for name, value in (("max_batch_tokens", max_batch_tokens), ("max_batch_size", max_batch_size)):
@@ -134,11 +139,12 @@ class ContinuousBatcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.pass_overhead_tokens = pass_overhead_tokens
-        self.max_round_tokens = max_round_tokens or 8 * max_batch_tokens
+        self.max_pool_tokens = max_pool_tokens or 8 * max_batch_tokens
         self.batches = 0  # forward passes run so far
         self.queries = 0  # sequences scored so far
         self.dropped = 0  # sequences dropped because their caller had gone
         self._line: collections.deque[_Request] = collections.deque()
+        self._pool: list[_Entry] = []  # queries taken from the line and not yet in a pass, oldest first
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         # One thread: the model never runs twice at once, and the event loop never waits on it.
@@ -146,8 +152,9 @@ class ContinuousBatcher:
 
     @property
     def queued(self) -> int:
-        """Sequences waiting for a round."""
-        return sum(len(request.encoded) - request.taken for request in self._line if not request.gone)
+        """Sequences waiting for a forward pass: in the line, or in the worker's pool but not yet in a pass."""
+        in_line = sum(len(request.encoded) - request.taken for request in self._line if not request.gone)
+        return in_line + sum(1 for request, _ in self._pool if not request.gone)
 
     def start(self) -> None:
         """Start the worker; call from inside the running event loop."""
@@ -161,8 +168,10 @@ class ContinuousBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while self._line:
-            request = self._line.popleft()
+        waiting = {request: None for request, _ in self._pool}  # in order, each once
+        waiting.update((request, None) for request in self._line)
+        self._pool, self._line = [], collections.deque()
+        for request in waiting:
             if not request.gone:
                 request.future.set_exception(RuntimeError("the scorer is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -181,32 +190,28 @@ class ContinuousBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        plan: list[list[_Entry]] = []  # the passes planned over the pool, valid while nothing joins or leaves it
         while True:
-            while not self._line:
+            while not self._line and not self._pool:
                 self._arrived.clear()
                 await self._arrived.wait()
-            parts = self._take_round()
-            if not parts:
+            live = [entry for entry in self._pool if not entry[0].gone]
+            self.dropped += len(self._pool) - len(live)
+            if self._take_into(live) or len(live) != len(self._pool):
+                self._pool = live
+                lengths = [len(request.encoded[position]) for request, position in live]
+                passes = plan_passes(lengths, self.max_batch_tokens, self.max_batch_size, self.pass_overhead_tokens)
+                plan = [[live[index] for index in indices] for indices in passes]
+            if not self._pool:
                 continue
-            sequences = [request.encoded[start + offset] for request, start, count in parts for offset in range(count)]
-            owners = [(request, start + offset) for request, start, count in parts for offset in range(count)]
-            passes = plan_passes(
-                [len(ids) for ids in sequences], self.max_batch_tokens, self.max_batch_size, self.pass_overhead_tokens
-            )
-            for indices in passes:
-                live = [index for index in indices if not owners[index][0].gone]
-                self.dropped += len(indices) - len(live)
-                if not live:
-                    continue
-                try:
-                    scores = await loop.run_in_executor(
-                        self._executor, self._score_checked, [sequences[index] for index in live]
-                    )
-                except Exception:
-                    logger.warning("a forward pass of %d queries failed: scoring its requests one by one", len(live))
-                    await self._score_alone(loop, live, sequences, owners)
-                    continue
-                self._deliver(live, scores, owners)
+            # The pass holding the oldest query runs next: a query never waits behind one that came later, and a
+            # query that arrives while a pass runs can share the very next one.
+            oldest = self._pool[0]
+            chosen = next(entries for entries in plan if any(entry is oldest for entry in entries))
+            plan = [entries for entries in plan if entries is not chosen]
+            taken = {id(entry) for entry in chosen}
+            self._pool = [entry for entry in self._pool if id(entry) not in taken]
+            await self._score_pass(loop, chosen)
 
     def _score_checked(self, sequences: list[list[int]]) -> list[float]:
         scores = list(self.score_ids(sequences))
@@ -214,30 +219,34 @@ class ContinuousBatcher:
             raise RuntimeError(f"score_ids returned {len(scores)} scores for {len(sequences)} sequences")
         return scores
 
-    async def _score_alone(self, loop, live, sequences, owners) -> None:
-        """After a failed pass: each request's sequences of that pass on their own, so only a request whose own
-        queries fail gets the error."""
-        by_request: dict[_Request, list[int]] = {}
-        for index in live:
-            by_request.setdefault(owners[index][0], []).append(index)
-        for request, indices in by_request.items():
+    async def _score_pass(self, loop, entries: list[_Entry]) -> None:
+        """One forward pass over `entries`; if it fails, each request's queries of it on their own, so only a
+        request whose own queries fail gets the error."""
+        try:
+            scores = await loop.run_in_executor(self._executor, self._score_checked, _sequences(entries))
+        except Exception:
+            logger.warning("a forward pass of %d queries failed: scoring its requests one by one", len(entries))
+        else:
+            self._deliver(entries, scores)
+            return
+        by_request: dict[_Request, list[_Entry]] = {}
+        for entry in entries:
+            by_request.setdefault(entry[0], []).append(entry)
+        for request, own in by_request.items():
             if request.gone:
                 continue
             try:
-                scores = await loop.run_in_executor(
-                    self._executor, self._score_checked, [sequences[index] for index in indices]
-                )
+                scores = await loop.run_in_executor(self._executor, self._score_checked, _sequences(own))
             except Exception as error:
                 logger.error("scoring a request failed: %s: %s", type(error).__name__, error)
                 request.future.set_exception(error)
                 continue
-            self._deliver(indices, scores, owners)
+            self._deliver(own, scores)
 
-    def _deliver(self, indices: list[int], scores: Sequence[float], owners) -> None:
+    def _deliver(self, entries: list[_Entry], scores: Sequence[float]) -> None:
         self.batches += 1
-        self.queries += len(indices)
-        for index, score in zip(indices, scores, strict=True):
-            request, position = owners[index]
+        self.queries += len(entries)
+        for (request, position), score in zip(entries, scores, strict=True):
             if request.gone:
                 continue
             request.scores[position] = score
@@ -245,24 +254,30 @@ class ContinuousBatcher:
             if request.scored == len(request.encoded):
                 request.future.set_result(request.scores)
 
-    def _take_round(self) -> list[tuple[_Request, int, int]]:
-        """What waits, oldest request first, up to `max_round_tokens` tokens, as (request, start, count); a
-        request cut off goes to the back of the line, so a huge one cannot hold back the small ones."""
-        parts: list[tuple[_Request, int, int]] = []
-        tokens = 0
-        while self._line and tokens < self.max_round_tokens:
+    def _take_into(self, pool: list[_Entry]) -> int:
+        """Move waiting queries into `pool`, oldest request first, while it holds under `max_pool_tokens`
+        tokens; a request cut off goes to the back of the line, so a huge one cannot hold back the small ones
+        behind it. Returns how many joined."""
+        tokens = sum(len(request.encoded[position]) for request, position in pool)
+        joined = 0
+        while self._line and tokens < self.max_pool_tokens:
             request = self._line.popleft()
             if request.gone:
                 self.dropped += len(request.encoded) - request.taken
                 continue
             start = request.taken
-            while request.taken < len(request.encoded) and (tokens < self.max_round_tokens or request.taken == start):
+            while request.taken < len(request.encoded) and (tokens < self.max_pool_tokens or request.taken == start):
                 tokens += len(request.encoded[request.taken])
+                pool.append((request, request.taken))
                 request.taken += 1
-            parts.append((request, start, request.taken - start))
+            joined += request.taken - start
             if request.taken < len(request.encoded):
                 self._line.append(request)
-        return parts
+        return joined
+
+
+def _sequences(entries: list[_Entry]) -> list[list[int]]:
+    return [request.encoded[position] for request, position in entries]
 
 
 __all__ = ["ContinuousBatcher", "plan_passes"]

@@ -135,7 +135,7 @@ def test_a_huge_request_does_not_hold_back_a_small_one_behind_it():
     recorder = Recorder()
     huge, small = requests_of([100, 3], length=lambda r, i: 1)
 
-    batcher = ContinuousBatcher(recorder, max_batch_tokens=10, max_batch_size=10, max_round_tokens=20)
+    batcher = ContinuousBatcher(recorder, max_batch_tokens=10, max_batch_size=10, max_pool_tokens=20)
     results = run_concurrently(batcher, [huge, small])
 
     assert results == [expected_scores(huge), expected_scores(small)]
@@ -196,3 +196,41 @@ def test_empty_request_needs_no_pass():
 
     assert run_concurrently(ContinuousBatcher(recorder, max_batch_tokens=64), [[]]) == [[]]
     assert recorder.passes == []
+
+
+def test_a_query_that_arrives_while_a_pass_runs_shares_the_next_pass_and_the_oldest_query_goes_first():
+    recorder = Recorder(seconds=0.2)
+    early = [[10], [11], [12, 0], [13, 0], [14, 0, 0], [15, 0, 0]]  # lengths 1, 1, 2, 2, 3, 3: three passes of two
+
+    async def main():
+        batcher = ContinuousBatcher(recorder, max_batch_tokens=64, max_batch_size=2)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.score(early))
+        await asyncio.sleep(0.1)  # the first pass is running
+        late = asyncio.ensure_future(batcher.score([[20]]))
+        results = await asyncio.gather(first, late)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+
+    assert results == [[10.0, 11.0, 12.0, 13.0, 14.0, 15.0], [20.0]]
+    firsts = [[ids[0] for ids in batch] for batch in recorder.passes]
+    # The late query joined the second pass, beside the oldest query still waiting, not after the early request.
+    assert firsts == [[10, 11], [20, 12], [13, 14], [15]]
+
+
+def test_closing_fails_every_request_still_waiting_also_those_already_planned():
+    async def main():
+        batcher = ContinuousBatcher(Recorder(seconds=0.3), max_batch_tokens=64, max_batch_size=1)
+        batcher.start()
+        planned = asyncio.ensure_future(batcher.score([[1], [2], [3]]))  # in the pool, one pass at a time
+        await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(batcher.score([[4]]))  # still in the line
+        await asyncio.sleep(0.05)
+        await batcher.close()
+        return await asyncio.gather(planned, waiting, return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+    assert all(isinstance(error, RuntimeError) and "shutting down" in str(error) for error in results)
