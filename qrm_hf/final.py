@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from datasets import DatasetDict
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from .card import QueryRewardCardData, write_model_card
 from .metrics import as_scores, choose_threshold, score_metrics
@@ -157,6 +157,48 @@ def fit_candidate(
     if trainer.is_world_process_zero():
         shutil.rmtree(checkpoints, ignore_errors=True)
     return trainer
+
+
+class StopAfterEpochs(TrainerCallback):
+    """Ends training after `epochs` epochs, whatever `num_train_epochs` laid the schedule out for: a refit
+    follows the selected run's learning-rate schedule and stops where that run's best epoch was."""
+
+    def __init__(self, epochs: float) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if state.epoch is not None and state.epoch >= self.epochs - 1e-6:
+            control.should_training_stop = True
+        return control
+
+
+def refit_candidate(
+    config: RunConfig,
+    space: SearchSpace,
+    params: dict[str, Any],
+    rows: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: PreTrainedModel,
+    epochs: float,
+) -> QueryRewardModel:
+    """Train `params` again on `rows` (train and dev together) with nothing held out: the schedule of the run
+    that `fit_candidate` selected on dev, stopped after its best epoch (`epochs`). No evaluation, no early
+    stopping: dev is training data here, so the number of epochs comes from the run that could see it."""
+    laid_out = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
+    args, model = RunBuilder(config, space, encoder).build(
+        params,
+        config.layout.final_checkpoints,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=None,
+        **laid_out,
+    )
+    trainer = make_trainer(
+        args, tokenizer, DatasetDict(train=rows, dev=rows), model=model, callbacks=[StopAfterEpochs(epochs)]
+    )
+    trainer.train()
+    return trainer.model
 
 
 def _mse(predictions: Predictions) -> float:
