@@ -5,13 +5,16 @@ whole training split, with the trial's schedule or up to `final_max_epochs`; dev
 early stopping applies, and the epoch with the lowest dev MSE is kept (transformers' `load_best_model_at_end`).
 With `final_candidates` > 1 the next best trials of the same architecture are trained the same way and combined
 where dev says so (`qrm_hf.soup`): their weights averaged (`combine: soup`, one model) or their scores
-(`combine: ensemble`, a `QueryRewardEnsemble`). The shipped model's dev predictions choose the decision threshold;
-the test split is scored once, at the end. The search may have seen fewer training rows
+(`combine: ensemble`, a `QueryRewardEnsemble`). The chosen model's dev predictions choose the decision threshold.
+With `refit_on_dev` the chosen members are then trained again on train and dev together, each on the schedule it
+was chosen with and for its best epochs (nothing is left to select on, so nothing is), and combined the same
+way. The test split is scored once, at the end. The search may have seen fewer training rows
 (`search_train_samples`); this stage always trains on all of them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from .card import QueryRewardCardData, write_model_card
@@ -30,7 +33,7 @@ from .model_files import save_reward_model
 from .modeling_qrm import QueryRewardEnsemble, QueryRewardModel
 from .run_config import RunConfig
 from .search_space import SearchSpace
-from .soup import Ingredient, greedy_ensemble, greedy_soup, soup_key
+from .soup import Ingredient, average_weights, greedy_ensemble, greedy_soup, soup_key
 from .trainer import QRMTrainer, best_epoch
 from .training_run import RunBuilder, make_trainer
 
@@ -68,6 +71,9 @@ class FinalResult:
     dev_metrics: dict[str, float]
     test_metrics: dict[str, float]
     candidates: tuple[CandidateRecord, ...] = ()
+    # Rows of train and dev that the shipped weights were refit on (`refit_on_dev`); None: train only. When set,
+    # `dev` and `dev_metrics` are of the model selected on dev before the refit.
+    refit_rows: int | None = None
 
     @property
     def combined(self) -> tuple[str, ...]:
@@ -180,10 +186,11 @@ def refit_candidate(
     tokenizer: PreTrainedTokenizerBase,
     encoder: PreTrainedModel,
     epochs: float,
-) -> QueryRewardModel:
+) -> QRMTrainer:
     """Train `params` again on `rows` (train and dev together) with nothing held out: the schedule of the run
     that `fit_candidate` selected on dev, stopped after its best epoch (`epochs`). No evaluation, no early
-    stopping: dev is training data here, so the number of epochs comes from the run that could see it."""
+    stopping: dev is training data here, so the number of epochs comes from the run that could see it. Returns
+    the trainer holding the refit model."""
     laid_out = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
     args, model = RunBuilder(config, space, encoder).build(
         params,
@@ -198,7 +205,9 @@ def refit_candidate(
         args, tokenizer, DatasetDict(train=rows, dev=rows), model=model, callbacks=[StopAfterEpochs(epochs)]
     )
     trainer.train()
-    return trainer.model
+    if trainer.is_world_process_zero():
+        shutil.rmtree(config.layout.final_checkpoints, ignore_errors=True)
+    return trainer
 
 
 def _mse(predictions: Predictions) -> float:
@@ -235,6 +244,7 @@ def train_final(
             dev_predictions[candidate.label] = dev.predicted
         if trainer is None:
             trainer = fitted
+    member_config = copy.deepcopy(trainer.model.config)
     chosen = (candidates[0].label,)
     if len(ingredients) > 1 and config.combine == "ensemble":
         chosen, dev_mse = greedy_ensemble(ingredients, dev_predictions, dev.true)
@@ -259,6 +269,12 @@ def train_final(
         logger.info("final stage: soup of %s, dev MSE %.5f", ", ".join(chosen), soup.dev_mse)
     dev = predictions_of(trainer, tokenized["dev"])
     threshold = choose_threshold(dev.predicted, dev.true, config.threshold_metric)
+    if config.refit_on_dev:
+        # Selection, combination and threshold are settled on dev; now dev becomes training data as well.
+        plan = [(records[label][0].params, records[label][2] or records[label][3]) for label in chosen]
+        model = refit_combination(config, space, plan, member_config, tokenized, tokenizer, encoder)
+        model.to(trainer.model.device)
+        trainer = make_trainer(trainer.args, tokenizer, tokenized, model=model)
     trainer.model.config.decision_threshold = threshold
     train_rows = tokenized["train"].select(range(min(OFFSET_ROWS, len(tokenized["train"]))))
     train_offset = predictions_of(trainer, train_rows).offset
@@ -292,7 +308,39 @@ def train_final(
         dev_metrics=score_metrics(dev.predicted, dev.true, threshold),
         test_metrics=score_metrics(test.predicted, test.true, threshold),
         candidates=candidate_records,
+        refit_rows=len(tokenized["train"]) + len(tokenized["dev"]) if config.refit_on_dev else None,
     )
+
+
+def refit_combination(
+    config: RunConfig,
+    space: SearchSpace,
+    plan: Sequence[tuple[dict[str, Any], float]],
+    member_config: Any,
+    tokenized: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: PreTrainedModel,
+) -> QueryRewardModel | QueryRewardEnsemble:
+    """The chosen combination made again from refits on train and dev: each (values, epochs) of `plan` trained by
+    `refit_candidate`, then combined as `config.combine` says (the same members, the same way)."""
+    rows = concatenate_datasets([tokenized["train"], tokenized["dev"]])
+    weights = []
+    for index, (params, epochs) in enumerate(plan):
+        logger.info(
+            "final stage: refit %d of %d on %d rows of train and dev, %s epochs",
+            index + 1,
+            len(plan),
+            len(rows),
+            epochs,
+        )
+        refit = refit_candidate(config, space, params, rows, tokenizer, encoder, float(epochs)).model
+        weights.append({name: tensor.detach().to("cpu", copy=True) for name, tensor in refit.state_dict().items()})
+    if len(weights) > 1 and config.combine == "ensemble":
+        return QueryRewardEnsemble.from_weights(member_config, weights)
+    model = refit
+    if len(weights) > 1:
+        model.load_state_dict(average_weights(weights))
+    return model
 
 
 def save_final(
@@ -341,6 +389,8 @@ __all__ = [
     "Predictions",
     "fit_candidate",
     "push_folder",
+    "refit_candidate",
+    "refit_combination",
     "save_final",
     "soup_candidates",
     "train_final",

@@ -187,6 +187,11 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> Fi
             )
         else:
             soup = f"{others}, and the weights of {members} averaged (a greedy soup chosen on dev)"
+    if final.refit_rows is not None:
+        soup += (
+            f"; then trained again on {final.refit_rows} rows of train and dev together, each member for its "
+            "chosen epochs (dev figures are of the model chosen before this refit)"
+        )
     method = FINAL_MODEL_METHOD.format(
         train_rows=train_rows,
         epochs=epochs,
@@ -211,6 +216,7 @@ def describe_final(config: RunConfig, final: FinalResult, train_rows: int) -> Fi
         final_max_epochs=config.final_max_epochs,
         combine=config.combine,
         combined=list(final.combined),
+        refit_rows=final.refit_rows,
         candidates=[dataclasses.asdict(record) for record in final.candidates],
     )
 

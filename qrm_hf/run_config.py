@@ -204,6 +204,14 @@ class RunConfig:
             "uncertainty)."
         },
     )
+    refit_on_dev: bool = field(
+        default=False,
+        metadata={
+            "help": "Once the final stage has chosen on dev (candidates, combination, epochs, threshold), train the "
+            "shipped model again on train and dev together, each member for its chosen epochs; dev figures are "
+            "then those of the model chosen before the refit."
+        },
+    )
     threshold_metric: str = field(
         default="accuracy",
         metadata={"help": f"What the decision threshold maximizes on dev: {', '.join(THRESHOLD_METRICS)}."},

@@ -105,6 +105,7 @@ class FinalSummary:
     combine: str = "soup"
     combined: list[str] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    refit_rows: int | None = None
 
 
 def write_final_summary(summary: FinalSummary, path: Path) -> None:

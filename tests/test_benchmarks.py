@@ -40,12 +40,16 @@ def test_quality_script_compares_plain_pipeline_and_best_trial(data_dir, tmp_pat
     ]  # fmt: skip
     assert load("quality").main(argv) == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("| test MSE |"))
-    assert len(row.strip("|").split("|")) == 5
-    assert "anchors: Faruqui & Das 2018" in out
     import json
 
     record = json.loads(output.read_text())
+    row = next(line for line in out.splitlines() if line.startswith("| test MSE |"))
+    # The label, then A, B, B's best candidate, B's best trial; and B before its refit when the config refits.
+    refit = record["b"]["final"].get("refit_rows") is not None
+    assert len(row.strip("|").split("|")) == 5 + refit
+    assert "anchors: Faruqui & Das 2018" in out
+    if refit:
+        assert record["b_before_refit_test"]["n"] == 48
     assert record["b"]["study"]["origins"]["warm start"] == 1
     # Every final-stage candidate of B was also scored on test for the "without combining" column.
     candidates = record["b"]["final"]["candidates"]
@@ -101,3 +105,19 @@ def test_levers_script_runs_one_variant(data_dir, tmp_path, capsys):
 
     assert list(json.loads(output.read_text())) == ["layer-wise learning-rate decay 0.8"]
     assert "| layer-wise learning-rate decay 0.8 |" in capsys.readouterr().out
+
+
+def test_refit_script_scores_both_arms_on_the_held_out_half_of_dev(data_dir, tmp_path, capsys):
+    """Smoke run of the refit lever: the real MiniLM on a few rows, one epoch per arm."""
+    output = tmp_path / "refit.json"
+    argv = [
+        "--data", str(data_dir), "--epochs", "1", "--max-train-samples", "32", "--max-eval-samples", "32",
+        "--max-test-samples", "16", "--output", str(output),
+    ]  # fmt: skip
+    assert load("refit").main(argv) == 0
+    assert "held-out dev MSE change with dev rows added" in capsys.readouterr().out
+    import json
+
+    arms = json.loads(output.read_text())["arms"]
+    assert [arm["rows"] for arm in arms.values()] == [32, 48]
+    assert all(arm["held_dev"]["n"] == 16 and arm["test"]["n"] == 16 for arm in arms.values())

@@ -170,3 +170,62 @@ def test_soup_candidates_are_the_best_trials_of_the_best_ones_architecture():
     assert chosen[0].search_value == 0.07 and chosen[0].params == {"loss": "bce", "dropout": 0.1}
     assert [candidate.trial for candidate in soup_candidates(trials, space, size=1)] == [1]
     assert soup_candidates([], space, size=3) == []
+
+
+def test_a_refit_follows_the_chosen_schedule_and_stops_at_the_chosen_epoch(prepared, tmp_path, tiny_encoder_dir):
+    """A refit on train and dev: its schedule is laid out over final_max_epochs, as the run chosen on dev had,
+    and it stops after that run's best epoch; nothing is evaluated and no checkpoint is left behind."""
+    from datasets import concatenate_datasets
+
+    from qrm_hf.final import refit_candidate
+
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(
+        model=str(tiny_encoder_dir), output_dir=str(tmp_path), final_max_epochs=3, training={"disable_tqdm": True}
+    )
+    rows = concatenate_datasets([tokenized["train"], tokenized["dev"]])
+    trainer = refit_candidate(config, SearchSpace(parameters=(), fixed=dict(VALUES)), {}, rows, tokenizer, encoder, 2)
+    steps_per_epoch = -(-len(rows) // VALUES["batch_size"])
+    assert trainer.state.max_steps == 3 * steps_per_epoch
+    assert trainer.state.global_step == 2 * steps_per_epoch
+    assert not [entry for entry in trainer.state.log_history if "eval_mse" in entry]
+    assert not (config.run_dir / "final_checkpoints").exists()
+
+
+@pytest.mark.parametrize("combine", ["soup", "ensemble"])
+def test_refit_on_dev_keeps_what_dev_chose_and_ships_weights_that_saw_dev(
+    prepared, tmp_path, tiny_encoder_dir, combine
+):
+    """With refit_on_dev the members, their epochs and the threshold are those chosen on dev without it; the
+    shipped weights are new (trained on train and dev) and combined the same way."""
+    tokenizer, tokenized, encoder = prepared
+    space = SearchSpace(parameters=(), fixed=dict(VALUES))
+    candidates = [
+        Candidate({"learning_rate": 1e-3}, trial=3, search_value=0.05),
+        Candidate({"learning_rate": 5e-4, "dropout": 0.2}, trial=7, search_value=0.06),
+    ]
+    results = {}
+    for refit in (False, True):
+        config = RunConfig(
+            model=str(tiny_encoder_dir),
+            output_dir=str(tmp_path / str(refit)),
+            combine=combine,
+            refit_on_dev=refit,
+            training={"disable_tqdm": True},
+        )
+        results[refit] = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+    chosen, refit = results[False], results[True]
+    assert chosen.refit_rows is None
+    assert refit.refit_rows == len(tokenized["train"]) + len(tokenized["dev"])
+    assert refit.combined == chosen.combined
+    assert refit.decision_threshold == chosen.decision_threshold
+    assert refit.model.config.decision_threshold == chosen.decision_threshold
+    assert refit.dev_metrics["mse"] == pytest.approx(chosen.dev_metrics["mse"], rel=1e-6)
+    assert type(refit.model) is type(chosen.model)
+    assert refit.model.config.ensemble_size == chosen.model.config.ensemble_size
+    assert refit.test_metrics["mse"] != pytest.approx(chosen.test_metrics["mse"], rel=1e-6)
+    folder = save_reward_model(refit.model, tokenizer, tmp_path / "refit")
+    scorer = QueryScorer.from_pretrained(folder, device="cpu")
+    assert scorer.score(["how do owls hunt ?"], raw=True) == pytest.approx(
+        QueryScorer(refit.model, tokenizer).score(["how do owls hunt ?"], raw=True), abs=1e-5
+    )

@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         encoder = AutoModel.from_pretrained(config.model_path())
         max_length = int(CONFIGURATION["max_length"])
         tokenized = tokenize_splits(splits, tokenizer, max_length)
-        fit_rows = tokenize_splits(
-            splits.__class__(train=dev_fit, dev=dev_fit, test=dev_fit), tokenizer, max_length
-        )["train"]
+        fit_rows = tokenize_splits(splits.__class__(train=dev_fit, dev=dev_fit, test=dev_fit), tokenizer, max_length)[
+            "train"
+        ]
         space = SearchSpace(parameters=(), fixed=dict(CONFIGURATION))
         arms = {
             "train only": tokenized["train"],
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for label, rows in arms.items():
             started = time.perf_counter()
-            model = refit_candidate(config, space, {}, rows, tokenizer, encoder, args.epochs)
+            model = refit_candidate(config, space, {}, rows, tokenizer, encoder, args.epochs).model
             scorer = QueryScorer(model.eval(), tokenizer)
             held = score_metrics(scorer.score(dev_held["query"], show_progress=False), dev_held["score"])
             test = score_metrics(scorer.score(splits["test"]["query"], show_progress=False), splits["test"]["score"])
