@@ -41,14 +41,17 @@ FAMILIES: dict[str, Callable[[str, random.Random], str]] = {
     "long filler tail": lambda q, rng: f"{q} {FILLER} {FILLER}",
     "first half only": lambda q, rng: " ".join(q.split()[: max(1, len(q.split()) // 2)]),
     "one generic question": lambda q, rng: "What is it?",
+    # The same trick with one placeholder content word: what the content guard cannot tell from a real query.
+    "one generic question with a noun": lambda q, rng: "What is the name of it?",
     "empty": lambda q, rng: "",
 }
 
-# The rules the probe compares: the model alone, the default reward rule, and the default with repetition guard.
+# The rules the probe compares: the model alone, the reward rule with only its empty and length guards, and the
+# default rule (repetition and content guards on as well).
 RULES: dict[str, RewardRule | None] = {
     "model score": None,
+    "reward rule, empty and length guards only": RewardRule(max_repeated_share=None, min_content_words=0),
     "reward rule (default)": RewardRule(),
-    "reward rule + repetition guard 0.35": RewardRule(max_repeated_share=0.35),
 }
 
 

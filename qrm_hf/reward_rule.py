@@ -8,9 +8,16 @@ The TRL reward function (in-process or remote), `POST /get_reward`, `POST /score
 - the length guard (on by default) scales the score of text longer than the model's `max_length` tokens by
   `max_length / tokens`: the model sees only the first `max_length` tokens, so without it anything appended
   after a good prefix would be free;
-- the repetition guard (`max_repeated_share`, off by default) gives `empty_score` (0 when that is None) to text
+- the repetition guard (`max_repeated_share`, 0.35 by default) gives `empty_score` (0 when that is None) to text
   in which more than that share of the words and symbols repeat an earlier one ("what what what", "? ? ? ?",
-  a query twice).
+  a query twice);
+- the content guard (`min_content_words`, 1 by default) gives `empty_score` to text with fewer words than that
+  outside `FUNCTION_WORDS` (question words, pronouns, auxiliaries, prepositions, placeholder nouns): "What is
+  it?" is well-formed and asks for nothing, and one such question would otherwise earn a policy a good reward
+  for every prompt.
+
+Neither guard touches a single query of the dataset's dev or test splits (the longest run of repeats there is
+0.31 of a query's words, and every query has a content word); results/BENCHMARKS.md, 11c, measures both.
 
 Standard library only, so a rollout worker with the client alone can build and send a rule.
 """
@@ -29,6 +36,27 @@ from typing import Any
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _REPLACEMENT = "\ufffd"
 _WORDS = re.compile(r"\w+|[^\w\s]")
+_WORD = re.compile(r"\w+")
+
+DEFAULT_MAX_REPEATED_SHARE = 0.35
+DEFAULT_MIN_CONTENT_WORDS = 1
+# Words that ask for nothing by themselves: English closed-class words (determiners, question words, pronouns,
+# auxiliaries and modals, prepositions, conjunctions, a few adverbs) and placeholder nouns. A query needs a word
+# outside them to be about something.
+FUNCTION_WORDS = frozenset(
+    """
+    a an the this that these those some any each every either neither no all both half such what whatever which
+    whichever who whoever whom whose when whenever where wherever why how however whether if then than
+    i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his himself she her
+    hers herself it its itself they them their theirs themselves one ones someone something somewhere anyone
+    anything everyone everything nobody nothing thing things stuff
+    be am is are was were been being do does did doing done have has had having can could may might must shall
+    should will would ought
+    to of in on at by for with without from into onto upon about above below over under between among through
+    during before after around against along across toward towards up down out off near
+    and or but nor so yet also too very just only even not there here please tell let know
+    """.split()
+)
 
 # (scores, token counts) of texts: what the rule needs from a model, in-process or behind a server.
 ScoreAndCount = Callable[[list[str]], tuple[Sequence[float], Sequence[int]]]
@@ -58,6 +86,16 @@ def repeated_share(text: str) -> float:
     return 1.0 - len(set(words)) / len(words) if words else 0.0
 
 
+def content_words(text: str) -> list[str]:
+    """The words of `text` (case-folded) that are not `FUNCTION_WORDS`: what the query is about.
+
+    Example:
+        >>> content_words("What is it?"), content_words("How do owls hunt?")
+        ([], ['owls', 'hunt'])
+    """
+    return [word for word in _WORD.findall(text.casefold()) if word not in FUNCTION_WORDS]
+
+
 def without_prompt(query: str, prompt: str) -> str:
     """What the policy wrote: `query` (OpenRLHF sends prompt + response) without the `prompt` it starts with."""
     return query[len(prompt) :] if prompt and query.startswith(prompt) else query
@@ -69,13 +107,14 @@ class RewardRule:
 
     Example:
         >>> rule = RewardRule(empty_score=0.0, max_repeated_share=0.5)
-        >>> rule.rewards(["", "how do owls hunt ?"], lambda texts: ([0.9] * len(texts), [7] * len(texts)), 64)
-        [0.0, 0.9]
+        >>> rule.rewards(["", "What is it?", "how do owls hunt ?"], lambda texts: ([0.9] * len(texts), [7] * len(texts)), 64)
+        [0.0, 0.0, 0.9]
     """
 
     empty_score: float | None = 0.0
     length_guard: bool = True
-    max_repeated_share: float | None = None
+    max_repeated_share: float | None = DEFAULT_MAX_REPEATED_SHARE
+    min_content_words: int = DEFAULT_MIN_CONTENT_WORDS
 
     def __post_init__(self) -> None:
         if self.empty_score is not None and (
@@ -91,6 +130,9 @@ class RewardRule:
             isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0
         ):
             raise ValueError(f"max_repeated_share must be a number in [0, 1) or None, got {share!r}")
+        words = self.min_content_words
+        if isinstance(words, bool) or not isinstance(words, int) or words < 0:
+            raise ValueError(f"min_content_words must be a whole number >= 0 (0: off), got {words!r}")
 
     @classmethod
     def from_dict(cls, values: Any) -> RewardRule:
@@ -143,9 +185,23 @@ class RewardRule:
         """One text's reward from its model score and token count: the guards applied."""
         if self.max_repeated_share is not None and repeated_share(text) > self.max_repeated_share:
             return float(self.empty_score or 0.0)
+        # Text that shows nothing is the empty rule's (scored by the model when empty_score is None).
+        about_too_little = len(content_words(text)) < self.min_content_words
+        if about_too_little and has_visible_character(text):
+            return float(self.empty_score or 0.0)
         if self.length_guard and tokens > max_length:
             score *= max_length / tokens
         return score
 
 
-__all__ = ["RewardRule", "ScoreAndCount", "has_visible_character", "repeated_share", "without_prompt"]
+__all__ = [
+    "DEFAULT_MAX_REPEATED_SHARE",
+    "DEFAULT_MIN_CONTENT_WORDS",
+    "FUNCTION_WORDS",
+    "RewardRule",
+    "ScoreAndCount",
+    "content_words",
+    "has_visible_character",
+    "repeated_share",
+    "without_prompt",
+]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .client import QueryScorerClient
-from .reward_rule import RewardRule
+from .reward_rule import DEFAULT_MAX_REPEATED_SHARE, DEFAULT_MIN_CONTENT_WORDS, RewardRule
 from .scoring import QueryScorer, _check_batch_size, normalize_query
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def make_reward_function(
     dtype: torch.dtype | str | None = None,
     empty_score: float | None = 0.0,
     length_guard: bool = True,
-    max_repeated_share: float | None = None,
+    max_repeated_share: float | None = DEFAULT_MAX_REPEATED_SHARE,
+    min_content_words: int = DEFAULT_MIN_CONTENT_WORDS,
     timeout: float = 60.0,
     retries: int = 3,
 ) -> RewardFunction:
@@ -81,11 +82,12 @@ def make_reward_function(
     `retries` more attempts, see [`QueryScorerClient`]) or a client of one. Rewards are in [0, 1] unless `raw`.
     `name` becomes the function's `__name__`, the key of TRL's `rewards/<name>` logs.
 
-    Rewards follow [`RewardRule`] (`empty_score`, `length_guard`, `max_repeated_share`), the same rule `qrm
-    serve` applies: a completion with no visible character gets `empty_score` without running the model (the
-    model's own score for the empty string beats many poorly formed queries, so a policy would learn that
-    writing nothing pays; `empty_score=None` scores it with the model); text longer than the model's
-    `max_length` tokens has its score scaled by `max_length / tokens`. A completion the function cannot read
+    Rewards follow [`RewardRule`] (`empty_score`, `length_guard`, `max_repeated_share`, `min_content_words`),
+    the same rule `qrm serve` applies: a completion with no visible character gets `empty_score` without running
+    the model (the model's own score for the empty string beats many poorly formed queries, so a policy would
+    learn that writing nothing pays; `empty_score=None` scores it with the model); text longer than the model's
+    `max_length` tokens has its score scaled by `max_length / tokens`; text with too many repeated words, or
+    without a content word ("What is it?"), gets `empty_score`. A completion the function cannot read
     (not a string nor a list of messages, no assistant message) is scored as empty, with one warning logged,
     rather than stopping training.
 
@@ -95,7 +97,7 @@ def make_reward_function(
         >>> args = GRPOConfig(output_dir="runs/grpo")  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts)  # doctest: +SKIP
     """
-    rule = RewardRule(empty_score=empty_score, length_guard=length_guard, max_repeated_share=max_repeated_share)
+    rule = RewardRule(empty_score, length_guard, max_repeated_share, min_content_words)
     remote = isinstance(scorer_or_path, str) and scorer_or_path.startswith(("http://", "https://"))
     if remote or isinstance(scorer_or_path, QueryScorerClient):
         given = {"batch_size": batch_size, "revision": revision, "device": device, "dtype": dtype}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .reward_rule import RewardRule
+from .reward_rule import DEFAULT_MAX_REPEATED_SHARE, DEFAULT_MIN_CONTENT_WORDS, RewardRule
 
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("torch", "int8")
@@ -75,8 +75,15 @@ class ServeConfig:
         metadata={"help": "Scale the reward of text over the model's max_length tokens by max_length / tokens."},
     )
     max_repeated_share: float | None = field(
-        default=None,
-        metadata={"help": "Reward empty_score to text in which more than this share of words repeat (off)."},
+        default=DEFAULT_MAX_REPEATED_SHARE,
+        metadata={"help": "Reward empty_score to text in which more than this share of words repeat; none: off."},
+    )
+    min_content_words: int = field(
+        default=DEFAULT_MIN_CONTENT_WORDS,
+        metadata={
+            "help": "Reward empty_score to text with fewer words than this outside the function words "
+            "('What is it?' has none); 0: off."
+        },
     )
     # Limits: a request over them is refused with 413 before any scoring
     max_queries_per_request: int = field(default=10_000, metadata={"help": "Most queries in one request."})
@@ -118,7 +125,7 @@ class ServeConfig:
 
     def rule(self) -> RewardRule:
         """The reward rule of `/get_reward`, and of `/score` requests that ask for rewards without one."""
-        return RewardRule(self.empty_score, self.length_guard, self.max_repeated_share)
+        return RewardRule(self.empty_score, self.length_guard, self.max_repeated_share, self.min_content_words)
 
 
 __all__ = ["BACKENDS", "CPU_PASS_OVERHEAD_TOKENS", "DTYPES", "LOG_LEVELS", "ServeConfig"]

@@ -106,6 +106,7 @@ def test_rewards_send_the_rule_so_the_server_applies_the_same_one(scripted):
         "empty_score": -1.0,
         "length_guard": False,
         "max_repeated_share": 0.4,
+        "min_content_words": 1,
     }
 
 

@@ -16,10 +16,15 @@ def test_every_family_is_scored_under_every_rule_against_its_original():
     result = probe(length_model, max_length=16, queries=QUERIES)
     assert {(r.family, r.rule) for r in result.families} == {(f, r) for f in FAMILIES for r in RULES}
     by_key = {(r.family, r.rule): r for r in result.families}
-    # The model alone pays for repeating the query; the default rule's length guard does not stop that (the
-    # text fits max_length), the repetition guard does.
+    # The model alone pays for repeating the query; the length guard does not stop that (the text fits
+    # max_length), the default rule's repetition guard does.
     assert by_key[("query repeated twice", "model score")].share_at_least_original == 1.0
-    assert by_key[("query repeated twice", "reward rule + repetition guard 0.35")].mean == 0.0
+    assert by_key[("query repeated twice", "reward rule, empty and length guards only")].mean > 0.0
+    assert by_key[("query repeated twice", "reward rule (default)")].mean == 0.0
+    # "What is it?" asks for nothing: the content guard gives it empty_score; a placeholder noun gets past it.
+    assert by_key[("one generic question", "reward rule, empty and length guards only")].mean > 0.0
+    assert by_key[("one generic question", "reward rule (default)")].mean == 0.0
+    assert by_key[("one generic question with a noun", "reward rule (default)")].mean > 0.0
     # The empty string: the model's own score (0 here) under the model, empty_score (0) under the rules.
     assert by_key[("empty", "reward rule (default)")].mean == 0.0
     # A long filler tail runs past max_length: the length guard scales it down.

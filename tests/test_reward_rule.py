@@ -2,7 +2,7 @@
 
 import pytest
 
-from qrm_hf.reward_rule import RewardRule, has_visible_character, repeated_share, without_prompt
+from qrm_hf.reward_rule import RewardRule, content_words, has_visible_character, repeated_share, without_prompt
 
 
 def fixed_model(score: float = 0.9, tokens: int = 8):
@@ -46,6 +46,26 @@ def test_the_repetition_guard_gives_empty_score_to_repeated_words_and_symbols():
     assert repeated_share("The the THE") == pytest.approx(2 / 3)
 
 
+def test_the_content_guard_gives_empty_score_to_questions_about_nothing():
+    model, calls = fixed_model()
+    texts = ["What is it?", "who is he ?", "what is the thing", "how do owls hunt ?", "what is 42 ?", "¿qué es?"]
+    assert RewardRule(empty_score=0.1).rewards(texts, model, max_length=64) == [0.1, 0.1, 0.1, 0.9, 0.9, 0.9]
+    assert RewardRule(min_content_words=0).rewards(texts, model, max_length=64) == [0.9] * 6
+    assert RewardRule(min_content_words=2).rewards(["how do owls hunt ?", "what is 42 ?"], model, 64) == [0.9, 0.0]
+    assert content_words("What IS the Capital of France?") == ["capital", "france"]
+
+
+def test_the_default_guards_touch_no_query_of_dev_or_test(data_dir):
+    """The default rule rewards every real query as the model scores it: no dev or test query repeats over
+    0.35 of its words or lacks a content word."""
+    rule = RewardRule()
+    for split in ("dev", "test"):
+        queries = [line.split("\t")[0] for line in (data_dir / f"{split}.tsv").read_text().splitlines()]
+        assert len(queries) > 3000
+        rewards = rule.rewards(queries, lambda texts: ([0.5] * len(texts), [8] * len(texts)), max_length=64)
+        assert rewards == [0.5] * len(queries), split
+
+
 def test_openrlhf_prompt_stripping_happens_before_the_empty_test():
     model, _ = fixed_model()
     prompt = "<|user|>write a query<|assistant|>"
@@ -61,6 +81,9 @@ def test_openrlhf_prompt_stripping_happens_before_the_empty_test():
         ({"empty_score": True}, "empty_score must be a finite number or None"),
         ({"length_guard": "yes"}, "length_guard must be true or false"),
         ({"max_repeated_share": 1.0}, r"max_repeated_share must be a number in \[0, 1\) or None"),
+        ({"min_content_words": -1}, r"min_content_words must be a whole number >= 0"),
+        ({"min_content_words": 1.5}, r"min_content_words must be a whole number >= 0"),
+        ({"min_content_words": True}, r"min_content_words must be a whole number >= 0"),
     ],
 )
 def test_bad_rules_are_refused_by_field(values, message):
@@ -69,7 +92,7 @@ def test_bad_rules_are_refused_by_field(values, message):
 
 
 def test_a_rule_travels_as_json_and_unknown_keys_are_named():
-    rule = RewardRule(empty_score=-1.0, length_guard=False, max_repeated_share=0.4)
+    rule = RewardRule(empty_score=-1.0, length_guard=False, max_repeated_share=0.4, min_content_words=2)
     assert RewardRule.from_dict(rule.to_dict()) == rule
     with pytest.raises(ValueError, match=r"unknown keys \['empty'\]"):
         RewardRule.from_dict({"empty": 0})

@@ -215,7 +215,7 @@ def test_a_completion_with_a_lone_surrogate_is_scored_and_one_with_nothing_visib
 def test_text_past_max_length_earns_a_fraction_of_its_score(scorer):
     """The model sees only max_length tokens: a good prefix with anything appended must not keep its score."""
     question = "how do owls hunt at night ?"
-    padded = question + " lorem" * 300
+    padded = question + "".join(f" word{index}" for index in range(300))  # no repeats: the length guard alone
     [tokens] = scorer.token_counts([padded])
     assert tokens > scorer.max_length
 

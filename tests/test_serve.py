@@ -270,7 +270,12 @@ def test_health_and_info_describe_the_served_model(server, scorer, saved_model_d
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     assert info["max_batch_size"] == 8 and info["max_batch_tokens"] == 256 and info["backend"] == "torch"
     assert info["pass_overhead_tokens"] == CPU_PASS_OVERHEAD_TOKENS  # the CPU default: no flag given
-    assert info["reward_rule"] == {"empty_score": 0.0, "length_guard": True, "max_repeated_share": None}
+    assert info["reward_rule"] == {
+        "empty_score": 0.0,
+        "length_guard": True,
+        "max_repeated_share": 0.35,
+        "min_content_words": 1,
+    }
     assert info["qrm_hf_version"]
 
 

@@ -17,6 +17,7 @@ from qrm_hf.serve_config import CPU_PASS_OVERHEAD_TOKENS, ServeConfig
         ({"backend": "onnx"}, r"backend \(--backend\) must be one of torch, int8, got 'onnx'"),
         ({"empty_score": math.nan}, r"empty_score \(--empty-score\): empty_score must be a finite number"),
         ({"max_repeated_share": 1.5}, r"max_repeated_share \(--max-repeated-share\): .* in \[0, 1\)"),
+        ({"min_content_words": -1}, r"min_content_words \(--min-content-words\): .* whole number >= 0"),
         ({"max_queries_per_request": 0}, r"max_queries_per_request \(--max-queries-per-request\) must be >= 1"),
         ({"max_body_bytes": 0}, r"max_body_bytes \(--max-body-bytes\) must be >= 1"),
         ({"port": 70000}, r"port \(--port\) must be in 0..65535, got 70000"),
@@ -30,8 +31,10 @@ def test_serve_config_names_the_bad_field(values, message):
 
 
 def test_the_servers_reward_rule_comes_from_its_fields():
-    config = ServeConfig(model="m", empty_score=-1.0, length_guard=False, max_repeated_share=0.4)
-    assert config.rule() == RewardRule(empty_score=-1.0, length_guard=False, max_repeated_share=0.4)
+    config = ServeConfig(model="m", empty_score=-1.0, length_guard=False, max_repeated_share=0.4, min_content_words=2)
+    assert config.rule() == RewardRule(
+        empty_score=-1.0, length_guard=False, max_repeated_share=0.4, min_content_words=2
+    )
     assert ServeConfig(model="m").rule() == RewardRule()
 
 
