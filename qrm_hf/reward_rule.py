@@ -43,8 +43,7 @@ DEFAULT_MIN_CONTENT_WORDS = 1
 # Words that ask for nothing by themselves: English closed-class words (determiners, question words, pronouns,
 # auxiliaries and modals, prepositions, conjunctions, a few adverbs) and placeholder nouns. A query needs a word
 # outside them to be about something.
-FUNCTION_WORDS = frozenset(
-    """
+_FUNCTION_WORDS_TEXT = """
     a an the this that these those some any each every either neither no all both half such what whatever which
     whichever who whoever whom whose when whenever where wherever why how however whether if then than
     i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his himself she her
@@ -55,8 +54,8 @@ FUNCTION_WORDS = frozenset(
     to of in on at by for with without from into onto upon about above below over under between among through
     during before after around against along across toward towards up down out off near
     and or but nor so yet also too very just only even not there here please tell let know
-    """.split()
-)
+"""
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 
 # (scores, token counts) of texts: what the rule needs from a model, in-process or behind a server.
 ScoreAndCount = Callable[[list[str]], tuple[Sequence[float], Sequence[int]]]
@@ -106,8 +105,8 @@ class RewardRule:
     """How scores become rewards; the same fields configure `make_reward_function`, `qrm serve` and requests.
 
     Example:
-        >>> rule = RewardRule(empty_score=0.0, max_repeated_share=0.5)
-        >>> rule.rewards(["", "What is it?", "how do owls hunt ?"], lambda texts: ([0.9] * len(texts), [7] * len(texts)), 64)
+        >>> model = lambda texts: ([0.9] * len(texts), [7] * len(texts))  # scores and token counts
+        >>> RewardRule(empty_score=0.0).rewards(["", "What is it?", "how do owls hunt ?"], model, 64)
         [0.0, 0.0, 0.9]
     """
 

@@ -12,10 +12,11 @@ from .reward_rule import DEFAULT_MAX_REPEATED_SHARE, DEFAULT_MIN_CONTENT_WORDS, 
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("torch", "int8")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-# What a forward pass costs on a CPU beyond its padded tokens, in tokens (results/BENCHMARKS.md, 7c): passes are
-# cut where the padding saved outweighs it. A GPU runs a wide pass for about the price of a narrow one, so there
-# the fewest passes the caps allow win.
-CPU_PASS_OVERHEAD_TOKENS = 128
+# What a forward pass costs on a CPU beyond its padded tokens, in tokens (results/BENCHMARKS.md, 7c and 7d): passes
+# are cut where the padding saved outweighs it. 256 rather than 128: fewer small passes, so one client's request
+# stays one pass and the p99 at 8 clients is no worse than passes of one request. A GPU runs a wide pass for
+# about the price of a narrow one, so there the fewest passes the caps allow win.
+CPU_PASS_OVERHEAD_TOKENS = 256
 
 
 @dataclass(frozen=True)
