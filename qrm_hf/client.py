@@ -63,13 +63,23 @@ class QueryScorerClient:
         self.decision_threshold = response["decision_threshold"]
         return response["scores"]
 
-    def rewards(self, texts: Iterable[str], rule: RewardRule | None = None, raw: bool = False) -> list[float]:
+    def rewards(
+        self,
+        texts: Iterable[str],
+        rule: RewardRule | None = None,
+        raw: bool = False,
+        prompts: Iterable[str] | None = None,
+    ) -> list[float]:
         """The reward of each text under `rule` (default: `RewardRule()`), computed by the server with the same
-        code as the in-process reward function: empty text, length and repetition guards."""
+        code as the in-process reward function: empty text, length, repetition, content and prompt guards
+        (`prompts`, one per text, for the last)."""
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be a list of strings, not a single string: wrap one text as [text]")
         rule = rule or RewardRule()
         payload = {"queries": list(texts), "raw": raw, "reward_rule": rule.to_dict()}
+        if prompts is not None:
+            payload["prompts"] = list(prompts)
+        rule.check_prompts(payload["queries"], payload.get("prompts"))
         response = self.request("POST", "/score", payload)
         self.decision_threshold = response["decision_threshold"]
         return response["rewards"]

@@ -46,12 +46,14 @@ FAMILIES: dict[str, Callable[[str, random.Random], str]] = {
     "empty": lambda q, rng: "",
 }
 
-# The rules the probe compares: the model alone, the reward rule with only its empty and length guards, and the
-# default rule (repetition and content guards on as well).
+# The rules the probe compares: the model alone, the reward rule with only its empty and length guards, the
+# default rule (repetition and content guards on as well), and the default with the prompt guard, each rewrite's
+# prompt being the query it rewrote (what a search agent was asked about).
 RULES: dict[str, RewardRule | None] = {
     "model score": None,
     "reward rule, empty and length guards only": RewardRule(max_repeated_share=None, min_content_words=0),
     "reward rule (default)": RewardRule(),
+    "default + prompt guard 1": RewardRule(min_prompt_overlap=1),
 }
 
 
@@ -121,12 +123,18 @@ def probe(
     rewrites = {name: [make(query, rng) for query in queries] for name, make in FAMILIES.items()}
     texts = list(dict.fromkeys([*queries, *(text for family in rewrites.values() for text in family)]))
     scores, counts = score_and_count(texts)
+    score_of, count_of = dict(zip(texts, scores, strict=True)), dict(zip(texts, counts, strict=True))
+
+    def values_of(rule: RewardRule | None, rewritten: list[str]) -> list[float]:
+        prompts = list(queries) if rule is not None and rule.min_prompt_overlap else None
+        chosen = [score_of[text] for text in rewritten], [count_of[text] for text in rewritten]
+        return rule_values(rule, rewritten, *chosen, max_length, prompts)
+
     families = []
     for rule_name, rule in RULES.items():
-        value = dict(zip(texts, rule_values(rule, texts, scores, counts, max_length), strict=True))
-        originals = [value[query] for query in queries]
+        originals = values_of(rule, list(queries))
         for family, rewritten in rewrites.items():
-            values = [value[text] for text in rewritten]
+            values = values_of(rule, rewritten)
             gains = sorted(
                 zip(values, originals, queries, rewritten, strict=True),
                 key=lambda item: item[0] - item[1],
@@ -156,14 +164,21 @@ def probe(
 
 
 def rule_values(
-    rule: RewardRule | None, texts: Sequence[str], scores: Sequence[float], counts: Sequence[int], max_length: int
+    rule: RewardRule | None,
+    texts: Sequence[str],
+    scores: Sequence[float],
+    counts: Sequence[int],
+    max_length: int,
+    prompts: Sequence[str] | None = None,
 ) -> list[float]:
-    """The value of each text under `rule` (None: the model's score) from its score and token count."""
+    """The value of each text under `rule` (None: the model's score) from its score and token count (and its
+    prompt, for the prompt guard)."""
     if rule is None:
         return list(scores)
     stripped = [text.strip() for text in texts]
     written = rule.to_score(stripped)
-    return rule.finish(stripped, written, [scores[i] for i in written], [counts[i] for i in written], max_length)
+    chosen = [scores[i] for i in written], [counts[i] for i in written]
+    return rule.finish(stripped, written, *chosen, max_length, prompts)
 
 
 def rule_costs(
@@ -172,14 +187,16 @@ def rule_costs(
     queries: Sequence[str],
     labels: Sequence[float],
 ) -> dict[str, dict[str, float]]:
-    """MSE and accuracy at 0.8 of each rule's rewards against the labels of real queries: what a guard costs."""
+    """MSE and accuracy at 0.8 of each rule's rewards against the labels of real queries: what a guard costs. The
+    prompt guard's prompt is the query itself here (a real query asks what it was asked), so it costs nothing."""
     if not queries:
         return {}
     queries = list(queries)
     scores, counts = score_and_count(queries)
     costs = {}
     for name, rule in RULES.items():
-        metrics = score_metrics(rule_values(rule, queries, scores, counts, max_length), labels)
+        prompts = queries if rule is not None and rule.min_prompt_overlap else None
+        metrics = score_metrics(rule_values(rule, queries, scores, counts, max_length, prompts), labels)
         costs[name] = {"mse": metrics["mse"], "accuracy": metrics["accuracy"], "n": len(queries)}
     return costs
 
@@ -215,7 +232,7 @@ def format_probe(result: ProbeResult) -> list[str]:
     lines += [
         "",
         f"{result.n_queries} real well-formed test queries (label >= {PAPER_THRESHOLD}), each rewritten once per "
-        "family.",
+        "family; under the prompt guard each rewrite's prompt is the query it rewrote.",
         "",
     ]
     if result.rule_cost:

@@ -14,9 +14,13 @@ The TRL reward function (in-process or remote), `POST /get_reward`, `POST /score
 - the content guard (`min_content_words`, 1 by default) gives `empty_score` to text with fewer words than that
   outside `FUNCTION_WORDS` (question words, pronouns, auxiliaries, prepositions, placeholder nouns): "What is
   it?" is well-formed and asks for nothing, and one such question would otherwise earn a policy a good reward
-  for every prompt.
+  for every prompt;
+- the prompt guard (`min_prompt_overlap`, off by default) gives `empty_score` to text that shares fewer content
+  words than that with its prompt, where the caller passes prompts (the TRL function and `/get_reward` do): a
+  generic question with a placeholder noun ("What is the name of it?") passes the content guard, but it is about
+  no prompt. Off by default because a multi-hop search agent's later queries may name what no prompt did.
 
-Neither guard touches a single query of the dataset's dev or test splits (the longest run of repeats there is
+Neither default guard touches a single query of the dataset's dev or test splits (the longest run of repeats there is
 0.31 of a query's words, and every query has a content word); results/BENCHMARKS.md, 11c, measures both.
 
 Standard library only, so a rollout worker with the client alone can build and send a rule.
@@ -95,6 +99,17 @@ def content_words(text: str) -> list[str]:
     return [word for word in _WORD.findall(text.casefold()) if word not in FUNCTION_WORDS]
 
 
+def prompt_overlap(text: str, prompt: str) -> int:
+    """How many distinct content words of `text` its `prompt` also has (case-folded).
+
+    Example:
+        >>> prompt = "How do owls hunt?"
+        >>> prompt_overlap("owls hunting at night", prompt), prompt_overlap("What is the name of it?", prompt)
+        (1, 0)
+    """
+    return len(set(content_words(text)) & set(content_words(prompt)))
+
+
 def without_prompt(query: str, prompt: str) -> str:
     """What the policy wrote: `query` (OpenRLHF sends prompt + response) without the `prompt` it starts with."""
     return query[len(prompt) :] if prompt and query.startswith(prompt) else query
@@ -114,6 +129,7 @@ class RewardRule:
     length_guard: bool = True
     max_repeated_share: float | None = DEFAULT_MAX_REPEATED_SHARE
     min_content_words: int = DEFAULT_MIN_CONTENT_WORDS
+    min_prompt_overlap: int = 0
 
     def __post_init__(self) -> None:
         if self.empty_score is not None and (
@@ -129,9 +145,10 @@ class RewardRule:
             isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0
         ):
             raise ValueError(f"max_repeated_share must be a number in [0, 1) or None, got {share!r}")
-        words = self.min_content_words
-        if isinstance(words, bool) or not isinstance(words, int) or words < 0:
-            raise ValueError(f"min_content_words must be a whole number >= 0 (0: off), got {words!r}")
+        for name in ("min_content_words", "min_prompt_overlap"):
+            words = getattr(self, name)
+            if isinstance(words, bool) or not isinstance(words, int) or words < 0:
+                raise ValueError(f"{name} must be a whole number >= 0 (0: off), got {words!r}")
 
     @classmethod
     def from_dict(cls, values: Any) -> RewardRule:
@@ -154,13 +171,33 @@ class RewardRule:
         """Whether `text` counts as writing nothing (scored `empty_score` when that is not None)."""
         return self.empty_score is not None and not has_visible_character(text)
 
-    def rewards(self, texts: Sequence[str], score_and_count: ScoreAndCount, max_length: int) -> list[float]:
+    def rewards(
+        self,
+        texts: Sequence[str],
+        score_and_count: ScoreAndCount,
+        max_length: int,
+        prompts: Sequence[str] | None = None,
+    ) -> list[float]:
         """The reward of each text, in order. `score_and_count` scores the texts that need the model and counts
-        their tokens (special tokens included, as the model's `max_length` counts them)."""
+        their tokens (special tokens included, as the model's `max_length` counts them); `prompts`, one per text,
+        are what the prompt guard compares with."""
         texts = [text.strip() for text in texts]
+        self.check_prompts(texts, prompts)
         written = self.to_score(texts)
         scores, counts = score_and_count([texts[index] for index in written]) if written else ([], [])
-        return self.finish(texts, written, scores, counts, max_length)
+        return self.finish(texts, written, scores, counts, max_length, prompts)
+
+    def check_prompts(self, texts: Sequence[str], prompts: Sequence[str] | None) -> None:
+        """ValueError unless `prompts` is None or one string per text, and given when the prompt guard is on."""
+        if prompts is None:
+            if self.min_prompt_overlap:
+                raise ValueError("min_prompt_overlap needs the prompts, one per text; none were given")
+            return
+        if len(prompts) != len(texts):
+            raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts: give one prompt per text")
+        for index, prompt in enumerate(prompts):
+            if not isinstance(prompt, str):
+                raise ValueError(f"prompt {index} must be a string, got {type(prompt).__name__}")
 
     def to_score(self, texts: Sequence[str]) -> list[int]:
         """The indices of the texts the model must score: those that are not empty."""
@@ -173,20 +210,26 @@ class RewardRule:
         scores: Sequence[float],
         counts: Sequence[int],
         max_length: int,
+        prompts: Sequence[str] | None = None,
     ) -> list[float]:
         """Rewards of all `texts` from the scores and token counts of the `written` ones (see `to_score`)."""
+        self.check_prompts(texts, prompts)
         rewards = [float(self.empty_score or 0.0)] * len(texts)
         for index, score, count in zip(written, scores, counts, strict=True):
-            rewards[index] = self.adjust(texts[index].strip(), float(score), int(count), max_length)
+            prompt = None if prompts is None else prompts[index]
+            rewards[index] = self.adjust(texts[index].strip(), float(score), int(count), max_length, prompt)
         return rewards
 
-    def adjust(self, text: str, score: float, tokens: int, max_length: int) -> float:
-        """One text's reward from its model score and token count: the guards applied."""
+    def adjust(self, text: str, score: float, tokens: int, max_length: int, prompt: str | None = None) -> float:
+        """One text's reward from its model score and token count: the guards applied (the prompt guard when
+        `prompt` is given)."""
         if self.max_repeated_share is not None and repeated_share(text) > self.max_repeated_share:
             return float(self.empty_score or 0.0)
         # Text that shows nothing is the empty rule's (scored by the model when empty_score is None).
         about_too_little = len(content_words(text)) < self.min_content_words
         if about_too_little and has_visible_character(text):
+            return float(self.empty_score or 0.0)
+        if self.min_prompt_overlap and prompt is not None and prompt_overlap(text, prompt) < self.min_prompt_overlap:
             return float(self.empty_score or 0.0)
         if self.length_guard and tokens > max_length:
             score *= max_length / tokens
@@ -201,6 +244,7 @@ __all__ = [
     "ScoreAndCount",
     "content_words",
     "has_visible_character",
+    "prompt_overlap",
     "repeated_share",
     "without_prompt",
 ]

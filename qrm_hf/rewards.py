@@ -41,21 +41,36 @@ def completion_text(completion: Any) -> str:
         if not replies:
             roles = [message.get("role") for message in completion]
             raise ValueError(f"conversational completion has no assistant message (roles: {roles})")
-        content = replies[-1].get("content")
-        if content is None:
-            return ""
-        if isinstance(content, str):
-            return content
-        parts = [content] if isinstance(content, Mapping) else content
-        if not isinstance(parts, Sequence):
-            raise TypeError(f"assistant content must be text or a list of parts, got {type(content).__name__}")
-        texts = [
-            part if isinstance(part, str) else part.get("text") for part in parts if isinstance(part, (str, Mapping))
-        ]
-        return "".join(text for text in texts if isinstance(text, str))
+        return _content_text(replies[-1].get("content"))
     raise TypeError(
         f"completion must be a string or a list of message dicts, got {type(completion).__name__}: {completion!r}"
     )
+
+
+def prompt_text(prompt: Any) -> str:
+    """The text a prompt asks about, for the reward rule's prompt guard: the string itself, or the content of a
+    conversation's user messages (a system message would lend its words to every completion)."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, Mapping):
+        prompt = [prompt]
+    if isinstance(prompt, Sequence) and all(isinstance(message, Mapping) for message in prompt):
+        asked = [message for message in prompt if message.get("role") == "user"] or list(prompt)
+        return "\n".join(_content_text(message.get("content")) for message in asked)
+    raise TypeError(f"prompt must be a string or a list of message dicts, got {type(prompt).__name__}")
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of parts joined; none for a message without."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = [content] if isinstance(content, Mapping) else content
+    if not isinstance(parts, Sequence):
+        raise TypeError(f"message content must be text or a list of parts, got {type(content).__name__}")
+    texts = [part if isinstance(part, str) else part.get("text") for part in parts if isinstance(part, (str, Mapping))]
+    return "".join(text for text in texts if isinstance(text, str))
 
 
 def make_reward_function(
@@ -71,6 +86,7 @@ def make_reward_function(
     length_guard: bool = True,
     max_repeated_share: float | None = DEFAULT_MAX_REPEATED_SHARE,
     min_content_words: int = DEFAULT_MIN_CONTENT_WORDS,
+    min_prompt_overlap: int = 0,
     timeout: float = 60.0,
     retries: int = 3,
 ) -> RewardFunction:
@@ -87,9 +103,10 @@ def make_reward_function(
     the model (the model's own score for the empty string beats many poorly formed queries, so a policy would
     learn that writing nothing pays; `empty_score=None` scores it with the model); text longer than the model's
     `max_length` tokens has its score scaled by `max_length / tokens`; text with too many repeated words, or
-    without a content word ("What is it?"), gets `empty_score`. A completion the function cannot read
-    (not a string nor a list of messages, no assistant message) is scored as empty, with one warning logged,
-    rather than stopping training.
+    without a content word ("What is it?"), gets `empty_score`; with `min_prompt_overlap`, so does text that
+    shares fewer content words with its prompt (TRL's `prompts`; of a conversation, its user messages). A
+    completion the function cannot read (not a string nor a list of messages, no assistant message) is scored as
+    empty, with one warning logged, rather than stopping training.
 
     Example:
         >>> from trl import GRPOConfig, GRPOTrainer  # doctest: +SKIP
@@ -97,7 +114,7 @@ def make_reward_function(
         >>> args = GRPOConfig(output_dir="runs/grpo")  # doctest: +SKIP
         >>> trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=prompts)  # doctest: +SKIP
     """
-    rule = RewardRule(empty_score, length_guard, max_repeated_share, min_content_words)
+    rule = RewardRule(empty_score, length_guard, max_repeated_share, min_content_words, min_prompt_overlap)
     remote = isinstance(scorer_or_path, str) and scorer_or_path.startswith(("http://", "https://"))
     if remote or isinstance(scorer_or_path, QueryScorerClient):
         given = {"batch_size": batch_size, "revision": revision, "device": device, "dtype": dtype}
@@ -117,10 +134,10 @@ def make_reward_function(
         scorer = QueryScorer.from_pretrained(scorer_or_path, revision=revision, device=device, dtype=dtype)
     warned: list[bool] = []
 
-    def rewards_of(texts: list[str]) -> list[float]:
+    def rewards_of(texts: list[str], prompts: list[str] | None) -> list[float]:
         if isinstance(scorer, QueryScorerClient):
-            return scorer.rewards(texts, rule, raw=raw)
-        return local_rewards(scorer, texts, rule, raw=raw, batch_size=batch_size)
+            return scorer.rewards(texts, rule, raw=raw, prompts=prompts)
+        return local_rewards(scorer, texts, rule, raw=raw, batch_size=batch_size, prompts=prompts)
 
     def read(index: int, completion: Any) -> str:
         try:
@@ -141,7 +158,10 @@ def make_reward_function(
     def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         if isinstance(completions, (str, bytes, Mapping)) or not isinstance(completions, Sequence):
             raise TypeError(f"completions must be a list, one per generation, got {type(completions).__name__}")
-        return rewards_of([read(index, completion) for index, completion in enumerate(completions)])
+        texts = [read(index, completion) for index, completion in enumerate(completions)]
+        # The prompt guard compares each completion with its prompt; without it, prompts are not read.
+        asked = [prompt_text(prompt) for prompt in prompts] if rule.min_prompt_overlap and prompts else None
+        return rewards_of(texts, asked)
 
     reward.__name__ = reward.__qualname__ = name
     reward.__doc__ = f"Query wellformedness reward ({'raw' if raw else 'clamped to [0, 1]'}) of each completion."
@@ -151,15 +171,21 @@ def make_reward_function(
 
 
 def local_rewards(
-    scorer: QueryScorer, texts: Sequence[str], rule: RewardRule, raw: bool = False, batch_size: int | None = None
+    scorer: QueryScorer,
+    texts: Sequence[str],
+    rule: RewardRule,
+    raw: bool = False,
+    batch_size: int | None = None,
+    prompts: Sequence[str] | None = None,
 ) -> list[float]:
-    """[`RewardRule.rewards`] of `texts` with a model in this process (what `qrm serve` runs for a request)."""
+    """[`RewardRule.rewards`] of `texts` (with their `prompts`, for the prompt guard) with a model in this process
+    (what `qrm serve` runs for a request)."""
     texts = [normalize_query(text) if isinstance(text, str) else "" for text in texts]
 
     def score_and_count(written: list[str]) -> tuple[list[float], list[int]]:
         return scorer.score_and_count(written, raw=raw, batch_size=batch_size)
 
-    return rule.rewards(texts, score_and_count, scorer.max_length)
+    return rule.rewards(texts, score_and_count, scorer.max_length, prompts)
 
 
-__all__ = ["RewardFunction", "completion_text", "local_rewards", "make_reward_function"]
+__all__ = ["RewardFunction", "completion_text", "local_rewards", "make_reward_function", "prompt_text"]

@@ -181,12 +181,22 @@ async def scores_and_counts(state: ServerState, texts: list[str], until_gone) ->
     return scoring.result(), counts
 
 
-async def rewards_of(state: ServerState, texts: list[str], rule: RewardRule, raw: bool, until_gone) -> list[float]:
+async def rewards_of(
+    state: ServerState, texts: list[str], rule: RewardRule, raw: bool, until_gone, prompts: list[str] | None = None
+) -> list[float]:
     """[`RewardRule.rewards`] of `texts` on the served model (the TRL function's rule, computed here)."""
     texts = [text.strip() for text in texts]
     written = rule.to_score(texts)
     scores, counts = await scores_and_counts(state, [texts[index] for index in written], until_gone)
-    return rule.finish(texts, written, scores if raw else clamp(scores), counts, state.scorer.max_length)
+    return rule.finish(texts, written, scores if raw else clamp(scores), counts, state.scorer.max_length, prompts)
+
+
+def checked_prompts(rule: RewardRule, queries: list[str], prompts: list[str] | None, field: str) -> None:
+    """422 when `prompts` do not fit `queries`, or are missing while `rule` compares with them."""
+    try:
+        rule.check_prompts(queries, prompts)
+    except ValueError as error:
+        raise RequestError(422, f"'{field}': {error}") from None
 
 
 async def handle_score(state: ServerState, data: dict[str, Any], until_gone) -> dict[str, Any]:
@@ -202,17 +212,21 @@ async def handle_score(state: ServerState, data: dict[str, Any], until_gone) -> 
             rule = RewardRule.from_dict(data["reward_rule"])
         except (TypeError, ValueError) as error:
             raise RequestError(422, str(error)) from None
+    prompts = string_list(data, "prompts", config.max_queries_per_request, required=False)
+    if prompts is not None and rule is None:
+        raise RequestError(422, "'prompts' are read by a reward_rule only: send one, or leave 'prompts' out")
+    if rule is not None:
+        checked_prompts(rule, queries, prompts, "prompts")
     scores, counts = await scores_and_counts(state, queries, until_gone)
     scores = scores if raw else clamp(scores)
     answer: dict[str, Any] = {"scores": scores}
     if rule is not None:
         if all(query == query.strip() for query in queries):  # the scores are those of the texts the rule reads
             written = rule.to_score(queries)
-            answer["rewards"] = rule.finish(
-                queries, written, [scores[i] for i in written], [counts[i] for i in written], state.scorer.max_length
-            )
+            chosen = [scores[i] for i in written], [counts[i] for i in written]
+            answer["rewards"] = rule.finish(queries, written, *chosen, state.scorer.max_length, prompts)
         else:
-            answer["rewards"] = await rewards_of(state, queries, rule, raw, until_gone)
+            answer["rewards"] = await rewards_of(state, queries, rule, raw, until_gone, prompts)
     answer.update(model=config.model, decision_threshold=state.scorer.decision_threshold)
     return answer
 
@@ -226,7 +240,9 @@ async def handle_get_reward(state: ServerState, data: dict[str, Any], until_gone
         if len(prompts) != len(queries):
             raise RequestError(422, f"'prompts' has {len(prompts)} items but 'query' has {len(queries)}")
         queries = [without_prompt(query, prompt) for query, prompt in zip(queries, prompts, strict=True)]
-    return {"rewards": await rewards_of(state, queries, config.rule(), False, until_gone)}
+    rule = config.rule()
+    checked_prompts(rule, queries, prompts, "prompts")
+    return {"rewards": await rewards_of(state, queries, rule, False, until_gone, prompts)}
 
 
 def handle_info(state: ServerState) -> dict[str, Any]:

@@ -86,6 +86,13 @@ class ServeConfig:
             "('What is it?' has none); 0: off."
         },
     )
+    min_prompt_overlap: int = field(
+        default=0,
+        metadata={
+            "help": "Reward empty_score to text sharing fewer content words than this with its prompt (OpenRLHF "
+            "sends the prompts to /get_reward); 0: off."
+        },
+    )
     # Limits: a request over them is refused with 413 before any scoring
     max_queries_per_request: int = field(default=10_000, metadata={"help": "Most queries in one request."})
     max_body_bytes: int = field(default=16 * 2**20, metadata={"help": "Largest request body in bytes."})
@@ -126,7 +133,13 @@ class ServeConfig:
 
     def rule(self) -> RewardRule:
         """The reward rule of `/get_reward`, and of `/score` requests that ask for rewards without one."""
-        return RewardRule(self.empty_score, self.length_guard, self.max_repeated_share, self.min_content_words)
+        return RewardRule(
+            self.empty_score,
+            self.length_guard,
+            self.max_repeated_share,
+            self.min_content_words,
+            self.min_prompt_overlap,
+        )
 
 
 __all__ = ["BACKENDS", "CPU_PASS_OVERHEAD_TOKENS", "DTYPES", "LOG_LEVELS", "ServeConfig"]

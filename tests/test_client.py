@@ -107,6 +107,7 @@ def test_rewards_send_the_rule_so_the_server_applies_the_same_one(scripted):
         "length_guard": False,
         "max_repeated_share": 0.4,
         "min_content_words": 1,
+        "min_prompt_overlap": 0,
     }
 
 

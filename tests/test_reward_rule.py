@@ -55,6 +55,22 @@ def test_the_content_guard_gives_empty_score_to_questions_about_nothing():
     assert content_words("What IS the Capital of France?") == ["capital", "france"]
 
 
+def test_the_prompt_guard_gives_empty_score_to_text_about_another_prompt():
+    model, _ = fixed_model()
+    rule = RewardRule(empty_score=0.1, min_prompt_overlap=1)
+    texts = ["owls hunting at night", "What is the name of it?", "capital of France", ""]
+    prompts = ["How do owls hunt?"] * 4
+    assert rule.rewards(texts, model, max_length=64, prompts=prompts) == [0.9, 0.1, 0.1, 0.1]
+    # Off by default: prompts given or not, the same rewards.
+    assert RewardRule().rewards(texts[:3], model, 64, prompts=prompts[:3]) == RewardRule().rewards(texts[:3], model, 64)
+    with pytest.raises(ValueError, match="min_prompt_overlap needs the prompts"):
+        rule.rewards(texts, model, max_length=64)
+    with pytest.raises(ValueError, match="3 prompts for 4 texts"):
+        rule.rewards(texts, model, max_length=64, prompts=prompts[:3])
+    with pytest.raises(ValueError, match="prompt 1 must be a string"):
+        rule.rewards(texts[:2], model, max_length=64, prompts=["owls", None])
+
+
 def test_the_default_guards_touch_no_query_of_dev_or_test(data_dir):
     """The default rule rewards every real query as the model scores it: no dev or test query repeats over
     0.35 of its words or lacks a content word."""
@@ -84,6 +100,7 @@ def test_openrlhf_prompt_stripping_happens_before_the_empty_test():
         ({"min_content_words": -1}, r"min_content_words must be a whole number >= 0"),
         ({"min_content_words": 1.5}, r"min_content_words must be a whole number >= 0"),
         ({"min_content_words": True}, r"min_content_words must be a whole number >= 0"),
+        ({"min_prompt_overlap": -2}, r"min_prompt_overlap must be a whole number >= 0"),
     ],
 )
 def test_bad_rules_are_refused_by_field(values, message):

@@ -256,3 +256,22 @@ def test_reward_function_refuses_incomplete_weights_naming_the_file(saved_model_
 
     with pytest.raises(OSError, match=r"model\.safetensors is incomplete or corrupt"):
         make_reward_function(folder, device="cpu")
+
+
+def test_the_prompt_guard_reads_each_prompt_and_only_a_conversations_user_messages(scorer):
+    """With min_prompt_overlap, a completion must share a content word with its prompt: of a chat prompt, the user
+    messages count (a system prompt's words would otherwise make any completion relevant)."""
+    from qrm_hf.rewards import prompt_text
+
+    chat = [
+        {"role": "system", "content": "You write search queries for a web search engine"},
+        {"role": "user", "content": [{"type": "text", "text": "How do owls hunt?"}]},
+    ]
+    completions = ["how do owls hunt at night ?", "What is the name of it?", "best web search engine queries"]
+    guarded = make_reward_function(scorer, min_prompt_overlap=1)(prompts=[chat] * 3, completions=completions)
+    plain = make_reward_function(scorer)(prompts=[chat] * 3, completions=completions)
+    assert guarded[0] == pytest.approx(plain[0], abs=BATCH_TOLERANCE) and guarded[0] > 0.0
+    assert guarded[1:] == [0.0, 0.0] and plain[2] > 0.0
+    assert prompt_text(chat) == "How do owls hunt?" and prompt_text("plain prompt") == "plain prompt"
+    with pytest.raises(TypeError, match="prompt must be a string or a list of message dicts"):
+        prompt_text(42)

@@ -21,6 +21,7 @@ import pytest
 from conftest import BATCH_TOLERANCE, REPO, free_port
 
 from qrm_hf.client import QueryScorerClient, ScoringRequestError
+from qrm_hf.reward_rule import RewardRule
 from qrm_hf.rewards import make_reward_function
 from qrm_hf.scoring import QueryScorer
 from qrm_hf.serve import ServeConfig
@@ -204,6 +205,7 @@ COMPLETIONS = [
     " what is the capital of france\n",
     "why " * 600,
     "owls hunt",
+    "".join(f" word{index}" for index in range(600)),
 ]
 
 
@@ -212,10 +214,12 @@ def test_server_and_trl_function_give_the_same_reward_for_the_same_completion(se
     local = make_reward_function(scorer)(prompts=["p"] * len(COMPLETIONS), completions=COMPLETIONS)
     empty = [1, 2, 3, 4, 5, 6]
     assert [local[i] for i in empty] == [0.0] * len(empty)
-    # The length guard: 600 words, far over max_length, earn that fraction of the truncated text's score.
-    [tokens] = scorer.token_counts(["why " * 600])
+    # The repetition guard: one word 600 times earns empty_score.
+    assert local[8] == 0.0
+    # The length guard: 600 distinct words, far over max_length, earn that fraction of the truncated text's score.
+    [tokens] = scorer.token_counts([COMPLETIONS[10].strip()])
     assert tokens > 600 > scorer.max_length
-    assert local[8] == pytest.approx(scorer.score(["why " * 600])[0] * scorer.max_length / tokens)
+    assert local[10] == pytest.approx(scorer.score([COMPLETIONS[10].strip()])[0] * scorer.max_length / tokens)
 
     prompts = [f"<|user|>query {i}<|assistant|>" for i in range(len(COMPLETIONS))]
     body = {"query": [p + c for p, c in zip(prompts, COMPLETIONS, strict=True)], "prompts": prompts}
@@ -235,6 +239,16 @@ def test_server_and_trl_function_give_the_same_reward_for_the_same_completion(se
         strict(prompts=[], completions=COMPLETIONS), abs=BATCH_TOLERANCE
     )
     assert answer["rewards"][8] == -1.0  # "why why why ...": repeated
+    # The prompt guard: each completion against its prompt, the same on the server and in the TRL function.
+    asked = ["How do owls hunt?"] * len(COMPLETIONS)
+    guarded = make_reward_function(scorer, min_prompt_overlap=1)(prompts=asked, completions=COMPLETIONS)
+    assert [guarded[i] for i in (0, 9)] == pytest.approx([local[0], local[9]], abs=BATCH_TOLERANCE)
+    assert guarded[7] == guarded[10] == 0.0  # France and word0..word599 are not about owls
+    prompted = {"queries": COMPLETIONS, "prompts": asked, "reward_rule": {"min_prompt_overlap": 1}}
+    status, answer = http("POST", server + "/score", prompted)
+    assert status == 200 and answer["rewards"] == pytest.approx(guarded, abs=BATCH_TOLERANCE)
+    client = QueryScorerClient(server).rewards(COMPLETIONS, RewardRule(min_prompt_overlap=1), prompts=asked)
+    assert client == pytest.approx(guarded, abs=BATCH_TOLERANCE)
 
 
 @pytest.mark.slow
@@ -275,6 +289,7 @@ def test_health_and_info_describe_the_served_model(server, scorer, saved_model_d
         "length_guard": True,
         "max_repeated_share": 0.35,
         "min_content_words": 1,
+        "min_prompt_overlap": 0,
     }
     assert info["qrm_hf_version"]
 
@@ -295,6 +310,9 @@ BAD_REQUESTS = [
     ("/get_reward", b'{"query": ["a", "b"], "prompts": ["p"]}', 422, "'prompts' has 1 items but 'query' has 2"),
     ("/score", b'{"queries": ["a"], "reward_rule": {"empty": 1}}', 422, "reward_rule has unknown keys ['empty']"),
     ("/score", b'{"queries": ["a"], "reward_rule": {"empty_score": "x"}}', 422, "empty_score must be a finite"),
+    ("/score", b'{"queries": ["a"], "prompts": ["p"]}', 422, "'prompts' are read by a reward_rule only"),
+    ("/score", b'{"queries": ["a"], "reward_rule": {"min_prompt_overlap": 1}}', 422, "needs the prompts"),
+    ("/score", b'{"queries": ["a"], "prompts": [], "reward_rule": {}}', 422, "0 prompts for 1 texts"),
 ]
 
 
