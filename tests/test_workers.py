@@ -123,15 +123,16 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, r
     first = worker(config, "--search-only")
     assert running_trial(storage, "interrupted"), "no trial started"
     first.send_signal(signal.SIGINT)
-    output, _ = first.communicate(timeout=60)
+    output, _ = first.communicate(timeout=120)
     assert first.returncode == 130, output[-3000:]
     assert "run the same command to resume" in output
-    study = optuna.load_study(study_name="interrupted", storage=storage)
-    assert [trial.state for trial in study.trials] == [TrialState.FAIL]
+    # The trial running when Ctrl-C came is failed; on a loaded machine the first may have finished before it came.
+    states = [trial.state for trial in optuna.load_study(study_name="interrupted", storage=storage).trials]
+    assert states[-1] == TrialState.FAIL and set(states[:-1]) <= {TrialState.COMPLETE}, (states, output[-3000:])
 
     finish(worker(config, "--search-only"))
     study = optuna.load_study(study_name="interrupted", storage=storage)
-    assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [trial.state for trial in study.trials] == [*states, *[TrialState.COMPLETE] * (3 - len(states))]
 
 
 @pytest.mark.slow

@@ -201,9 +201,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {clients} | {way} | {rate:.1f} | {p50:.1f} | {p99:.1f} | {batch:.1f} |")
     for clients in args.clients:
         (batched_rate, batched_p99), (single_rate, single_p99) = (summary[clients, way] for way in ways)
+        # Repeat by repeat (the two servers ran one after the other): how much the ratio itself varies.
+        batched_runs, single_runs = (results[clients, way] for way in ways)
+        pairs = zip(batched_runs, single_runs, strict=True)
+        paired = sorted(batched["queries_per_second"] / single["queries_per_second"] for batched, single in pairs)
         print(
             f"at {clients} clients: continuous batching {batched_rate / single_rate:.2f}x the queries/s of passes "
-            f"of one request's size; p99 {batched_p99:.0f} ms vs {single_p99:.0f} ms"
+            f"of one request's size; p99 {batched_p99:.0f} ms vs {single_p99:.0f} ms; repeat by repeat "
+            f"{', '.join(f'{ratio:.2f}x' for ratio in paired)}"
         )
     return 0
 
