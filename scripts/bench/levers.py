@@ -38,6 +38,7 @@ VARIANTS = {
     "MLP head": MLP,
     "warmup 0.1": {"warmup_ratio": 0.1},
     "top encoder layer re-initialised": {"reinit_top_layers": 1},
+    "bce loss, batch 16 instead of 32": {"loss": "bce", "batch_size": 16},
 }
 
 
