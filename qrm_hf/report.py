@@ -324,8 +324,9 @@ def _final_model_section(final_summary: FinalSummary) -> list[str]:
     ]
     if calibration.offset_flagged:
         lines += [
-            "**Flagged:** the model's scores are shifted on its own training rows in eval mode; the usual cause is "
-            "encoder dropout feeding a nonlinear head (set `encoder_dropout: 0.0`).",
+            "**Flagged:** the model's scores are shifted on its own training rows in eval mode. Where the encoder's "
+            "dropout is on, feeding a nonlinear head, `encoder_dropout: 0.0` usually removes this; where it is off "
+            "already (the default), the training itself shifted them.",
             "",
         ]
     return lines
