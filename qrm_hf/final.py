@@ -32,6 +32,7 @@ from .metrics import as_scores, choose_threshold, score_metrics
 from .model_files import save_reward_model
 from .modeling_qrm import QueryRewardEnsemble, QueryRewardModel
 from .run_config import RunConfig
+from .run_folder import offset_advice
 from .search_space import SearchSpace
 from .soup import Ingredient, average_weights, greedy_ensemble, greedy_soup, soup_key
 from .trainer import QRMTrainer, best_epoch
@@ -43,18 +44,6 @@ logger = logging.getLogger(__name__)
 OFFSET_ROWS = 2000
 # An eval-mode offset beyond this on the model's own training rows is flagged in the log and the report.
 OFFSET_TOLERANCE = 0.02
-
-
-def offset_advice(encoder_dropout: float | None) -> str:
-    """What to try against shifted scores: the encoder's dropout (benchmark 8), unless it is off already.
-
-    Example:
-        >>> offset_advice(None)
-        'encoder_dropout 0 usually removes this'
-    """
-    if encoder_dropout == 0:
-        return "the encoder's dropout is off already, so the training itself shifted them (the report shows it)"
-    return "encoder_dropout 0 usually removes this"
 
 
 @dataclass(frozen=True)
@@ -296,7 +285,7 @@ def train_final(
             "(tolerance %.2f): its scores are shifted; %s",
             train_offset,
             OFFSET_TOLERANCE,
-            offset_advice(getattr(trainer.model.config, "encoder_dropout", None)),
+            offset_advice(trainer.model.config.encoder_dropout),
         )
     test = predictions_of(trainer, tokenized["test"])
     candidate_records = tuple(

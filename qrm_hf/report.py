@@ -27,7 +27,7 @@ from .final_outputs import load_test_predictions
 from .metrics.thresholds import PAPER_THRESHOLD
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
 from .run_config import RunLayout
-from .run_folder import FinalSummary, read_final_summary
+from .run_folder import FinalSummary, offset_advice, read_final_summary
 from .storage import make_storage, redact, storage_file
 from .trials import FINISHED, MODELLED, StudySummary, summarize, trial_origin
 
@@ -324,9 +324,8 @@ def _final_model_section(final_summary: FinalSummary) -> list[str]:
     ]
     if calibration.offset_flagged:
         lines += [
-            "**Flagged:** the model's scores are shifted on its own training rows in eval mode. Where the encoder's "
-            "dropout is on, feeding a nonlinear head, `encoder_dropout: 0.0` usually removes this; where it is off "
-            "already (the default), the training itself shifted them.",
+            "**Flagged:** the model's scores are shifted on its own training rows in eval mode: "
+            f"{offset_advice(final_summary.encoder_dropout)}.",
             "",
         ]
     return lines

@@ -89,6 +89,18 @@ class Calibration:
     offset_flagged: bool
 
 
+def offset_advice(encoder_dropout: float | None) -> str:
+    """What to try against a flagged offset: the encoder's dropout (benchmark 8), unless it is off already.
+
+    Example:
+        >>> offset_advice(None)
+        'encoder_dropout 0 usually removes this'
+    """
+    if encoder_dropout == 0:
+        return "the encoder's dropout is off already, so the training itself shifted them"
+    return "encoder_dropout 0 usually removes this"
+
+
 @dataclass(frozen=True)
 class FinalSummary:
     """How the shipped model was made and how it is calibrated: final_model.json, the report's section."""
@@ -130,6 +142,7 @@ __all__ = [
     "FinalSummary",
     "check_writable",
     "claim_final_model",
+    "offset_advice",
     "read_final_summary",
     "write_final_summary",
 ]

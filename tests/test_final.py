@@ -6,7 +6,7 @@ from datasets import DatasetDict
 from transformers import AutoModel, AutoTokenizer
 
 from qrm_hf.data import load_splits, tokenize_splits
-from qrm_hf.final import Candidate, fit_candidate, offset_advice, soup_candidates, train_final
+from qrm_hf.final import Candidate, fit_candidate, soup_candidates, train_final
 from qrm_hf.metrics import choose_threshold
 from qrm_hf.model_files import save_reward_model
 from qrm_hf.run_config import RunConfig
@@ -229,10 +229,3 @@ def test_refit_on_dev_keeps_what_dev_chose_and_ships_weights_that_saw_dev(
     assert scorer.score(["how do owls hunt ?"], raw=True) == pytest.approx(
         QueryScorer(refit.model, tokenizer).score(["how do owls hunt ?"], raw=True), abs=1e-5
     )
-
-
-def test_offset_advice_names_encoder_dropout_only_where_it_is_on():
-    assert "encoder_dropout 0" in offset_advice(0.1)
-    assert "encoder_dropout 0" in offset_advice(None)  # None keeps the encoder's own dropout
-    assert "encoder_dropout 0" not in offset_advice(0.0)
-    assert "off already" in offset_advice(0.0)

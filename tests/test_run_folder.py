@@ -13,6 +13,7 @@ from qrm_hf.run_folder import (
     FinalSummary,
     check_writable,
     claim_final_model,
+    offset_advice,
     read_final_summary,
     write_final_summary,
 )
@@ -64,3 +65,10 @@ def test_the_final_summary_is_written_and_read_by_one_pair_of_functions(tmp_path
     write_final_summary(summary, path)
     assert read_final_summary(path) == summary
     assert read_final_summary(tmp_path / "none.json") is None
+
+
+def test_offset_advice_names_encoder_dropout_only_where_it_is_on():
+    assert "encoder_dropout 0" in offset_advice(0.1)
+    assert "encoder_dropout 0" in offset_advice(None)  # None keeps the encoder's own dropout
+    assert "encoder_dropout 0" not in offset_advice(0.0)
+    assert "off already" in offset_advice(0.0)
