@@ -74,6 +74,23 @@ def load_without_qrm_hf(folder: Path, queries: list[str], workdir: Path) -> dict
     return json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
 
 
+def final_summary(**values):
+    """A FinalSummary (final_model.json) with plain values, `values` changing any of them."""
+    from qrm_hf.run_folder import Calibration, FinalSummary
+
+    plain = {
+        "method": "m",
+        "best_epoch": 2.0,
+        "decision_threshold": 0.65,
+        "threshold_metric": "accuracy",
+        "loss": "bce",
+        "encoder_dropout": 0.0,
+        "dev_metrics": {"mse": 0.07},
+        "calibration": Calibration(0.01, -0.002, 0.004, False),
+    }
+    return FinalSummary(**{**plain, **values})
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

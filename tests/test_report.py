@@ -11,12 +11,12 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import REPO, load_script
+from conftest import REPO, final_summary, load_script
 from optuna.trial import TrialState
 
 from qrm_hf.final_outputs import save_test_predictions
 from qrm_hf.report import _final_model_section, convergence_verdict, render_report, summarize, write_report
-from qrm_hf.run_folder import Calibration, FinalSummary
+from qrm_hf.run_folder import Calibration
 from qrm_hf.search_space import SearchSpace
 
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
@@ -304,15 +304,6 @@ def test_script_refuses_an_output_dir_that_is_a_file(small_run, tmp_path_factory
 
 @pytest.mark.parametrize(("encoder_dropout", "advice"), [(None, "encoder_dropout 0"), (0.0, "off already")])
 def test_a_flagged_offset_gets_the_advice_that_fits_the_encoders_dropout(encoder_dropout, advice):
-    summary = FinalSummary(
-        method="m",
-        best_epoch=2.0,
-        decision_threshold=0.65,
-        threshold_metric="accuracy",
-        loss="bce",
-        encoder_dropout=encoder_dropout,
-        dev_metrics={"mse": 0.07},
-        calibration=Calibration(-0.029, -0.01, -0.012, True),
-    )
+    summary = final_summary(encoder_dropout=encoder_dropout, calibration=Calibration(-0.029, -0.01, -0.012, True))
     (flagged,) = [line for line in _final_model_section(summary) if line.startswith("**Flagged:**")]
     assert advice in flagged

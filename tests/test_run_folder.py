@@ -5,12 +5,11 @@ import os
 import socket
 
 import pytest
+from conftest import final_summary
 
 from qrm_hf.run_config import ConfigError, RunLayout
 from qrm_hf.run_folder import (
-    Calibration,
     FinalModelClaimed,
-    FinalSummary,
     check_writable,
     claim_final_model,
     offset_advice,
@@ -47,15 +46,7 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_the_final_summary_is_written_and_read_by_one_pair_of_functions(tmp_path):
-    summary = FinalSummary(
-        method="m",
-        best_epoch=2.0,
-        decision_threshold=0.65,
-        threshold_metric="accuracy",
-        loss="bce",
-        encoder_dropout=0.0,
-        dev_metrics={"mse": 0.07},
-        calibration=Calibration(0.01, -0.002, 0.004, False),
+    summary = final_summary(
         final_max_epochs=3,
         combine="ensemble",
         combined=["trial 0", "trial 8"],
