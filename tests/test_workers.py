@@ -39,14 +39,18 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
     return output
 
 
-def running_trial(storage: str, study_name: str, timeout: float = 120) -> optuna.trial.FrozenTrial | None:
-    """The first running trial that has drawn its point (so it is training), or None after `timeout` seconds."""
+def running_trial(
+    storage: str, study_name: str, timeout: float = 120, reported: bool = False
+) -> optuna.trial.FrozenTrial | None:
+    """The first running trial that has drawn its point (so it is training), and with `reported` has also reported
+    an epoch's value (so it is inside its training loop), or None after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.2)
         with contextlib.suppress(KeyError):  # the study is not created yet
             study = optuna.load_study(study_name=study_name, storage=storage)
-            drawn = [trial for trial in study.get_trials(states=(TrialState.RUNNING,)) if trial.params]
+            running = study.get_trials(states=(TrialState.RUNNING,))
+            drawn = [trial for trial in running if trial.params and (trial.intermediate_values or not reported)]
             if drawn:
                 return drawn[0]
     return None
@@ -123,7 +127,8 @@ def test_ctrl_c_fails_the_running_trial_and_the_same_command_resumes(tmp_path, r
         n_trials=n_trials, storage=storage, study_name="interrupted", max_train_samples=1500, search_space=space
     )
     first = worker(config, "--search-only")
-    assert running_trial(storage, "interrupted"), "no trial started"
+    # Ctrl-C once a trial is inside its training loop (it has reported an epoch), where a user would press it.
+    assert running_trial(storage, "interrupted", reported=True), "no trial reported an epoch"
     first.send_signal(signal.SIGINT)
     output, _ = first.communicate(timeout=120)
     assert first.returncode == 130, output[-3000:]
