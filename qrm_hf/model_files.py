@@ -139,7 +139,7 @@ def check_encoder(model: str, name_or_path: str | os.PathLike | None = None) -> 
 
 
 # Encoders whose position ids start after the padding index: two positions fewer than the config says.
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "roberta-prelayernorm"}
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "roberta-prelayernorm", "mpnet"}
 
 
 def encoder_positions(config: dict[str, Any]) -> int | None:

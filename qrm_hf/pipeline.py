@@ -29,9 +29,10 @@ from .model_files import (
     check_tokenizer,
     load_tokenizer,
 )
+from .packaged_encoders import packaged_hub_id
 from .probe import format_probe, probe_scorer
 from .report import write_report
-from .run_config import PACKAGED_MINILM, PACKAGED_MINILM_HUB_ID, ConfigError, RunConfig
+from .run_config import ConfigError, RunConfig
 from .run_folder import (
     Calibration,
     FinalModelClaimed,
@@ -252,8 +253,8 @@ def card_data(
 
 def base_model_id(config: RunConfig) -> str | None:
     """The Hub id of the encoder, for the card's `base_model` (None for a local folder)."""
-    if config.model == PACKAGED_MINILM:
-        return PACKAGED_MINILM_HUB_ID
+    if packaged_hub_id(config.model):
+        return packaged_hub_id(config.model)
     return None if config.model_path() != config.model or Path(config.model).exists() else config.model
 
 

