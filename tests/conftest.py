@@ -118,6 +118,39 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mpnet_path() -> Path:
+    """The real pretrained all-mpnet-base-v2 of the [mpnet] extra, assembled into the cache on first use."""
+    from qrm_hf.packaged_encoders import encoder_path
+
+    return Path(encoder_path("all-mpnet-base-v2"))
+
+
+@pytest.fixture(scope="session")
+def mpnet_tokenizer(mpnet_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(mpnet_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_config(mpnet_tokenizer):
+    """A 2-layer, 32-wide random MPNet over all-mpnet-base-v2's vocabulary (its padding id 1, 514 positions)."""
+    from transformers import MPNetConfig
+
+    return MPNetConfig(
+        vocab_size=len(mpnet_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=514,
+        pad_token_id=mpnet_tokenizer.pad_token_id,
+        bos_token_id=mpnet_tokenizer.bos_token_id,
+        eos_token_id=mpnet_tokenizer.eos_token_id,
+    )
+
+
+@pytest.fixture(scope="session")
 def tokenizer(minilm_path):
     from transformers import AutoTokenizer
 

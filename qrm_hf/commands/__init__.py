@@ -2,7 +2,7 @@
 
     qrm search --config cpu        qrm predict --model FOLDER "how do owls hunt ?"
     qrm report --storage URL ...   qrm push FOLDER org/name     qrm serve --model FOLDER     qrm env
-    qrm probe --model FOLDER
+    qrm probe --model FOLDER       qrm distill --teacher FOLDER
 
 `qrm --help` lists the subcommands from the table below without importing any of them, and each subcommand
 imports torch and transformers only inside its `main`, so every `--help` answers at once.
@@ -22,6 +22,7 @@ COMMANDS = {
     "push": "Upload a saved reward model folder, with its card, to the Hugging Face Hub.",
     "serve": "Serve a reward model over HTTP with continuous batching (OpenRLHF-compatible /get_reward).",
     "probe": "Measure how gameable the reward is: degenerate rewrites of real queries, per reward rule.",
+    "distill": "Train a small student reward model on a large teacher's scores (and the labels).",
     "env": "Print versions, device and CUDA/bf16 availability, for bug reports.",
 }
 
