@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 DISTILL_SUMMARY = "distill.json"
 STUDENT_FOLDER = "student"
+BASELINE_FOLDER = "label_baseline"
+TEACHER_CACHE = "teacher_scores.json"
 
 # The student's head and training: the plain recipe that transfers best (a linear head on mean pooling, encoder
 # dropout off, the bce loss that fits soft targets, head at 10x the encoder's learning rate; results/BENCHMARKS.md).
@@ -108,6 +110,13 @@ class DistillConfig:
             "doubles the student's training time."
         },
     )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A JSON file of the teacher's scores, reused for texts it already holds and extended with the "
+            f"rest (the teacher's scoring is most of a run's cost); default <output-dir>/{TEACHER_CACHE}."
+        },
+    )
     force: bool = field(default=False, metadata={"help": "Replace an existing student in --output-dir."})
 
     def __post_init__(self) -> None:
@@ -140,6 +149,14 @@ class DistillConfig:
     @property
     def summary_file(self) -> Path:
         return Path(self.output_dir) / DISTILL_SUMMARY
+
+    @property
+    def baseline_folder(self) -> Path:
+        return Path(self.output_dir) / BASELINE_FOLDER
+
+    @property
+    def cache_file(self) -> Path:
+        return Path(self.teacher_cache) if self.teacher_cache else Path(self.output_dir) / TEACHER_CACHE
 
     def student_values(self) -> dict[str, Any]:
         """The point the student trains on: head and training values (see STUDENT_DEFAULTS)."""
@@ -212,6 +229,45 @@ def build_transfer_set(
     return TransferSet(texts, teacher, row_labels, targets, sources)
 
 
+class TeacherCache:
+    """The teacher's scores by text, kept in a JSON file that names the teacher it belongs to (its config file
+    and the size and modification time of its weights): a file of another teacher is ignored and replaced."""
+
+    def __init__(self, path: Path, teacher: str) -> None:
+        self.path, self.teacher = path, teacher
+        self.scores: dict[str, float] = {}
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                stored = {}
+            if isinstance(stored, dict) and stored.get("teacher") == teacher and isinstance(stored.get("scores"), dict):
+                self.scores = {text: float(score) for text, score in stored["scores"].items()}
+
+    def scored(self, texts: list[str], score: Any) -> list[float]:
+        """Scores of `texts`, asking `score(missing_texts)` only for those not in the cache, then saving it."""
+        missing = list(dict.fromkeys(text for text in texts if text not in self.scores))
+        if missing:
+            self.scores.update(zip(missing, (float(value) for value in score(missing)), strict=True))
+            self.save()
+        return [self.scores[text] for text in texts]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        partial.write_text(json.dumps({"teacher": self.teacher, "scores": self.scores}), encoding="utf-8")
+        partial.replace(self.path)
+
+
+def teacher_identity(config_file: Path) -> str:
+    """What a cache of a teacher's scores is keyed by: its config file, and its weights' size and time."""
+    parts = [str(config_file.resolve())]
+    for weights in sorted(config_file.parent.glob("*.safetensors")):
+        info = weights.stat()
+        parts.append(f"{weights.name}:{info.st_size}:{info.st_mtime_ns}")
+    return "|".join(parts)
+
+
 @dataclass
 class DistillResult:
     """What a distillation produced: the student's folder and every figure of distill.json."""
@@ -220,9 +276,10 @@ class DistillResult:
     summary: dict[str, Any]
 
 
-def check_inputs(config: DistillConfig) -> tuple[str, dict[str, Any]]:
+def check_inputs(config: DistillConfig) -> tuple[str, dict[str, Any], Path]:
     """What can be refused before anything is loaded: the output folder, the teacher (a reward model), the
-    student (an encoder, not a reward model); returns the student's path and config."""
+    student (an encoder, not a reward model); returns the student's path and config, and the teacher's config
+    file."""
     from .model_files import EncoderError, check_encoder, check_reward_model
     from .packaged_encoders import encoder_path
     from .run_folder import check_writable
@@ -233,7 +290,7 @@ def check_inputs(config: DistillConfig) -> tuple[str, dict[str, Any]]:
             f"--output-dir {config.output_dir}: {config.student_folder} exists already; pass --force to replace it"
         )
     try:
-        check_reward_model(config.teacher)
+        teacher_config = check_reward_model(config.teacher)
     except (OSError, ValueError) as error:
         raise ConfigError(f"--teacher {config.teacher}: {error}") from None
     student_path = encoder_path(config.student)
@@ -241,7 +298,7 @@ def check_inputs(config: DistillConfig) -> tuple[str, dict[str, Any]]:
         student_config = check_encoder(config.student, student_path)
     except EncoderError as error:
         raise ConfigError(str(error).replace("--model", "--student", 1)) from None
-    return student_path, student_config
+    return student_path, student_config, teacher_config
 
 
 def distill(config: DistillConfig) -> DistillResult:
@@ -255,12 +312,12 @@ def distill(config: DistillConfig) -> DistillResult:
     from .data import load_splits, tokenize_splits
     from .final import save_final, train_final
     from .metrics import score_metrics
-    from .model_files import EncoderError, check_max_length, check_tokenizer, load_tokenizer
+    from .model_files import EncoderError, check_max_length, check_tokenizer, load_tokenizer, save_reward_model
     from .run_config import RunConfig
     from .scoring import QueryScorer
     from .search_space import SearchSpace
 
-    student_path, student_config = check_inputs(config)
+    student_path, student_config, teacher_config = check_inputs(config)
     try:
         check_max_length(config.max_length, student_config, config.student)
     except EncoderError as error:
@@ -272,9 +329,13 @@ def distill(config: DistillConfig) -> DistillResult:
     except EncoderError as error:
         raise ConfigError(str(error).replace("--model", "--student", 1)) from None
     teacher = QueryScorer.from_pretrained(config.teacher, device=config.device)
+    cache = TeacherCache(config.cache_file, teacher_identity(teacher_config))
 
     def teacher_scores(texts: list[str]) -> list[float]:
-        return teacher.score(texts, batch_size=config.teacher_batch_size, show_progress=True)
+        def score(missing: list[str]) -> list[float]:
+            return teacher.score(missing, batch_size=config.teacher_batch_size, show_progress=True)
+
+        return cache.scored(texts, score)
 
     logger.info("teacher %s scores the transfer set", config.teacher)
     transfer = build_transfer_set(
@@ -304,11 +365,12 @@ def distill(config: DistillConfig) -> DistillResult:
         tokenized = tokenize_splits(distilled_splits, tokenizer, config.max_length)
         logger.info("training the student %s on %d texts", config.student, len(transfer.texts))
         student = train_final(run, space, {}, tokenized, tokenizer, encoder)
-        baseline = None
+        baseline, baseline_model = None, None
         if config.label_baseline:
             logger.info("training the same student on the labels alone (label_baseline)")
             labelled = tokenize_splits(splits, tokenizer, config.max_length)
-            baseline = train_final(run, space, {}, labelled, tokenizer, encoder).test_metrics
+            baseline_model = train_final(run, space, {}, labelled, tokenizer, encoder)
+            baseline = baseline_model.test_metrics
         summary = {
             "teacher": config.teacher,
             "student": config.student,
@@ -323,9 +385,13 @@ def distill(config: DistillConfig) -> DistillResult:
         folder = work / STUDENT_FOLDER
         save_final(student.model, tokenizer, folder, distilled_card(config, summary, student))
         (folder / DISTILL_SUMMARY).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-        if config.student_folder.exists():
-            shutil.rmtree(config.student_folder)
-        folder.replace(config.student_folder)
+        if baseline_model is not None:
+            save_reward_model(baseline_model.model, tokenizer, work / BASELINE_FOLDER)
+        for built, target in ((folder, config.student_folder), (work / BASELINE_FOLDER, config.baseline_folder)):
+            if built.exists():
+                if target.exists():
+                    shutil.rmtree(target)
+                built.replace(target)
         config.summary_file.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -382,6 +448,7 @@ __all__ = [
     "STUDENT_DEFAULTS",
     "DistillConfig",
     "DistillResult",
+    "TeacherCache",
     "TransferSet",
     "build_transfer_set",
     "check_inputs",

@@ -143,3 +143,26 @@ def test_seeds_script_pairs_both_arms_by_seed_and_gives_an_interval(data_dir, tm
     difference = record["difference"]
     assert difference["low"] <= difference["mean"] <= difference["high"]
     assert "95% t interval" in out
+
+
+@pytest.mark.slow
+def test_distill_script_compares_teacher_student_and_label_trained_student(
+    saved_model_dir, tiny_encoder_dir, data_dir, tmp_path, capsys
+):
+    output = tmp_path / "distill.json"
+    argv = [
+        "--teacher", str(saved_model_dir), "--student", str(tiny_encoder_dir), "--data", str(data_dir),
+        "--max-train-samples", "32", "--max-eval-samples", "24", "--max-test-samples", "24", "--repeats", "1",
+        "--probe-queries", "4", "--output", str(output), "--workdir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    assert load("distill").main(argv) == 0
+    out = capsys.readouterr().out
+    import json
+
+    record = json.loads(output.read_text())
+    assert set(record["arms"]) == {"distilled", "distilled, training queries only"}
+    assert record["arms"]["distilled, training queries only"]["transfer_set"] == {"training queries": 32}
+    row = next(line for line in out.splitlines() if line.startswith("| test MSE |"))
+    assert len(row.strip("|").split("|")) == 5  # the label, teacher, student, labels only, without rewrites
+    assert set(record["queries_per_second"]) == {"teacher", "student distilled"}
+    assert "probe, reward rule (default): mean score per family" in out

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from qrm_hf.distill import DistillConfig, build_transfer_set, make_rewrites
+from qrm_hf.distill import DistillConfig, TeacherCache, build_transfer_set, make_rewrites
 from qrm_hf.run_config import ConfigError
 
 
@@ -99,11 +99,8 @@ def test_a_distilled_student_reproduces_its_teacher_better_than_a_label_trained_
     teacher = QueryScorer.from_pretrained(teacher_dir, device="cpu").score(dev)
     student = QueryScorer.from_pretrained(result.student_dir, device="cpu").score(dev)
 
-    # The label-trained student of the same settings: trained again here to score it against the teacher.
-    labels_only = distill(
-        small(tmp_path / "labels", teacher_dir, tiny_encoder_dir, data_dir, label_weight=1.0, rewrites_per_query=0)
-    )
-    baseline = QueryScorer.from_pretrained(labels_only.student_dir, device="cpu").score(dev)
+    # The same student trained on the labels alone (label_baseline), saved beside it.
+    baseline = QueryScorer.from_pretrained(tmp_path / "out" / "label_baseline", device="cpu").score(dev)
 
     def distance(scores):
         return sum((a - b) ** 2 for a, b in zip(scores, teacher, strict=True)) / len(teacher)
@@ -115,7 +112,9 @@ def test_a_distilled_student_reproduces_its_teacher_better_than_a_label_trained_
     card = (result.student_dir / "README.md").read_text()
     assert "## Distillation" in card and f"Distilled from the reward model `{teacher_dir}`" in card
     assert "| teacher |" in card and "| the same student trained on the labels alone |" in card
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["distill.json", "student"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "distill.json", "label_baseline", "student", "teacher_scores.json",
+    ]  # fmt: skip
 
 
 @pytest.fixture
@@ -179,3 +178,19 @@ def test_distill_help_lists_its_settings(capsys):
     out = capsys.readouterr().out
     for flag in ("--teacher", "--student", "--label_weight", "--rewrites_per_query", "--label_baseline"):
         assert flag in out
+
+
+def test_the_teacher_cache_scores_each_text_once_and_ignores_another_teachers_file(tmp_path):
+    asked = []
+
+    def score(texts):
+        asked.append(list(texts))
+        return [len(text) / 100 for text in texts]
+
+    path = tmp_path / "teacher_scores.json"
+    assert TeacherCache(path, "teacher-a").scored(["ab", "abc", "ab"], score) == [0.02, 0.03, 0.02]
+    assert TeacherCache(path, "teacher-a").scored(["abc", "abcd"], score) == [0.03, 0.04]
+    assert asked == [["ab", "abc"], ["abcd"]]
+    assert TeacherCache(path, "teacher-b").scored(["ab"], score) == [0.02] and asked[-1] == ["ab"]
+    path.write_text("{not json")
+    assert TeacherCache(path, "teacher-a").scores == {}
