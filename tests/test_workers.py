@@ -22,6 +22,13 @@ from optuna.trial import TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def as_from_a_terminal() -> None:
+    """A shell's background job (`cmd &` without job control, as CI runners and `nohup` start suites) begins with
+    SIGINT ignored, the child inherits that, and Python then never installs its KeyboardInterrupt handler: Ctrl-C
+    would do nothing. A worker started from a terminal has the default disposition; give it that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def worker(config: Path, *flags: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -30,6 +37,7 @@ def worker(config: Path, *flags: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=as_from_a_terminal,
     )
 
 
