@@ -21,6 +21,11 @@ _EXPORTS = {
     "RunConfig": "run_config",
     "SearchSpace": "search_space",
     "make_reward_function": "rewards",
+    "QueryReward": "rewards",
+    "AsyncQueryReward": "rewards",
+    "PolicyTextCleaner": "policy_text",
+    "DistillConfig": "distill",
+    "distill": "distill",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .batcher import ContinuousBatcher
+from .policy_text import PolicyTextCleaner, combine_rewards, policy_queries
 from .reward_rule import RewardRule, without_prompt
 from .serve_config import BACKENDS, DTYPES, LOG_LEVELS, ServeConfig
 
@@ -134,6 +135,7 @@ class ServerState:
     scorer: "QueryScorer | None" = None
     batcher: ContinuousBatcher | None = None
     load_error: str | None = None
+    cleaner: "PolicyTextCleaner | None" = None
 
 
 class ClientGone(Exception):
@@ -242,7 +244,16 @@ async def handle_get_reward(state: ServerState, data: dict[str, Any], until_gone
         queries = [without_prompt(query, prompt) for query, prompt in zip(queries, prompts, strict=True)]
     rule = config.rule()
     checked_prompts(rule, queries, prompts, "prompts")
-    return {"rewards": await rewards_of(state, queries, rule, False, until_gone, prompts)}
+    # What the policy wrote: its tool calls' queries, else the response without template and special tokens.
+    judged = [policy_queries(query, state.cleaner, config.tool_argument_names) for query in queries]
+    flat = [text for texts in judged for text in texts]
+    asked = [prompt for prompt, texts in zip(prompts, judged, strict=True) for _ in texts] if prompts else None
+    values = await rewards_of(state, flat, rule, False, until_gone, asked)
+    rewards, start = [], 0
+    for texts in judged:
+        rewards.append(combine_rewards(values[start : start + len(texts)], config.tool_combine))
+        start += len(texts)
+    return {"rewards": rewards}
 
 
 def handle_info(state: ServerState) -> dict[str, Any]:
@@ -305,6 +316,7 @@ def create_app(
 
     async def load() -> None:
         try:
+            state.cleaner = await asyncio.to_thread(config.cleaner)
             scorer = await asyncio.to_thread(load_scorer)
         except Exception as error:
             state.load_error = f"cannot load model {config.model}: {type(error).__name__}: {error}"

@@ -93,6 +93,30 @@ class ServeConfig:
             "sends the prompts to /get_reward); 0: off."
         },
     )
+    # What /get_reward judges in the raw text a policy's client sends
+    strip_policy_tokens: bool = field(
+        default=True,
+        metadata={
+            "help": "On /get_reward, judge the response alone: the text after the last chat-template assistant "
+            "header, cut at the first end-of-turn token, other special tokens removed (OpenRLHF decodes with them)."
+        },
+    )
+    policy_tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "The policy's tokenizer (folder or Hub id): its special tokens are removed as well."},
+    )
+    tool_arguments: str = field(
+        default="query",
+        metadata={
+            "help": "Comma-separated tool-call arguments that hold a query: a response with <tool_call> blocks "
+            "is judged by their queries; empty: off."
+        },
+    )
+    tool_combine: str = field(
+        default="mean",
+        metadata={"help": "How a response's several tool-call queries combine: mean, min or max.",
+                  "choices": ("mean", "min", "max")},
+    )  # fmt: skip
     # Limits: a request over them is refused with 413 before any scoring
     max_queries_per_request: int = field(default=10_000, metadata={"help": "Most queries in one request."})
     max_body_bytes: int = field(default=16 * 2**20, metadata={"help": "Largest request body in bytes."})
@@ -122,6 +146,10 @@ class ServeConfig:
         except ValueError as error:
             name = str(error).split(" ", 1)[0]
             raise ValueError(f"{name} (--{name.replace('_', '-')}): {error}") from None
+        if self.tool_combine not in ("mean", "min", "max"):
+            raise ValueError(f"tool_combine (--tool-combine) must be mean, min or max, got {self.tool_combine!r}")
+        if self.policy_tokenizer is not None and not self.strip_policy_tokens:
+            raise ValueError("policy_tokenizer (--policy-tokenizer) is read only with --strip-policy-tokens")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level (--log-level) must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
@@ -130,6 +158,22 @@ class ServeConfig:
         if self.pass_overhead_tokens is not None:
             return self.pass_overhead_tokens
         return CPU_PASS_OVERHEAD_TOKENS if device_type == "cpu" else None
+
+    @property
+    def tool_argument_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.tool_arguments.split(",") if name.strip())
+
+    def cleaner(self):
+        """The policy-text cleaner of /get_reward (None: off); loads `policy_tokenizer` when one is named."""
+        from .policy_text import PolicyTextCleaner
+
+        if not self.strip_policy_tokens:
+            return None
+        if self.policy_tokenizer is None:
+            return PolicyTextCleaner()
+        from transformers import AutoTokenizer
+
+        return PolicyTextCleaner.from_tokenizer(AutoTokenizer.from_pretrained(self.policy_tokenizer))
 
     def rule(self) -> RewardRule:
         """The reward rule of `/get_reward`, and of `/score` requests that ask for rewards without one."""
