@@ -210,3 +210,22 @@ def test_an_async_reward_runs_in_a_real_grpo_trainer(saved_model_dir, minilm_pat
     expected = reward(prompts=prompts[:1] * 4, completions=seen[0])
     logged = [entry["rewards/async_wellformed/mean"] for entry in trainer.state.log_history if "loss" in entry]
     assert logged == pytest.approx([sum(asyncio.run(expected)) / 4], abs=1e-5)
+
+
+def test_verls_compute_score_loads_the_model_from_the_environment(saved_model_dir, scorer, monkeypatch):
+    import importlib.util
+
+    from qrm_hf import verl_reward  # only to find its file
+
+    # As verl loads it: the file by path, outside its package, the function by name.
+    spec = importlib.util.spec_from_file_location("custom_module", verl_reward.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("QRM_REWARD_MODEL", raising=False)
+    with pytest.raises(RuntimeError, match="QRM_REWARD_MODEL is not set"):
+        module.compute_score("wellformed", QUERY, None, {})
+    monkeypatch.setenv("QRM_REWARD_MODEL", str(saved_model_dir))
+    one = module.compute_score(data_source="wellformed", solution_str=f"{QUERY}<|im_end|>", ground_truth=None)
+    batch = module.compute_score_batch(["a", "b"], [QUERY, "owls"], [None, None], [{"prompt": "p"}, None])
+    assert one == pytest.approx(scorer.score([QUERY])[0], abs=BATCH_TOLERANCE)
+    assert batch == pytest.approx(scorer.score([QUERY, "owls"]), abs=BATCH_TOLERANCE)
