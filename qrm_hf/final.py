@@ -15,7 +15,6 @@ way. The test split is scored once, at the end. The search may have seen fewer t
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -348,15 +347,38 @@ def refit_combination(
 def save_final(
     model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path, card: QueryRewardCardData
 ) -> Path:
-    """Save the final model (see `save_reward_model`) with its model card as README.md."""
-    save_reward_model(model, tokenizer, folder)
-    write_model_card(folder, card)
+    """Save the final model (see `save_reward_model`) with its model card as README.md, atomically: it is written
+    into a folder beside `folder` that replaces it by one rename once complete, so a failed save (disk full, no
+    permission) leaves no folder that later loads, and says how much space the model needs."""
+    import os
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_reward_model(model, tokenizer, staging)
+        write_model_card(staging, card)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except Exception as error:
+        needed = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+        free = shutil.disk_usage(folder.parent).free
+        raise OSError(
+            f"could not save the model to {folder} ({type(error).__name__}: {error}); it needs about "
+            f"{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free in {folder.parent}; nothing was left there"
+        ) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
 def write_test_metrics(metrics: dict[str, float], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    """test_metrics.json: strict JSON, an undefined metric `null` with its reason under `undefined`."""
+    from .run_folder import undefined_metrics, write_json
+
+    undefined = undefined_metrics(metrics)
+    write_json({**metrics, **({"undefined": undefined} if undefined else {})}, path)
 
 
 def push_folder(

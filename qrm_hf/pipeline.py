@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from datasets import DatasetDict
 from optuna.trial import TrialState
 from transformers import AutoModel
 
-from .card import QueryRewardCardData
+from .card import QueryRewardCardData, write_model_card
 from .data import load_splits, random_subset, tokenize_splits
 from .distributed import from_rank_zero
 from .field_values import check_training
@@ -40,6 +40,7 @@ from .run_folder import (
     check_writable,
     claim_final_model,
     write_final_summary,
+    write_json,
 )
 from .scoring import QueryScorer
 from .search import make_sampler, run_search, write_history
@@ -152,22 +153,40 @@ def save_run(
     test_split: Any,
     train_rows: int,
 ) -> None:
-    """Everything a finished run writes: test metrics, final_model.json, the probe, the model with its card,
-    the test predictions and the report (and the push)."""
+    """Everything a finished run writes: the model with its card first (nothing later can cost it), then test
+    metrics, final_model.json, the probe (also a section of the card), the test predictions and the report, each
+    of which degrades to a named warning if it fails; then the push."""
     layout = config.layout
-    write_test_metrics(final.test_metrics, layout.test_metrics)
     final_summary = describe_final(config, final, train_rows)
-    write_final_summary(final_summary, layout.final_summary)
-    logger.info("test metrics: %s", final.test_metrics)
-    probed = probe_scorer(QueryScorer(final.model, tokenizer), test_split["query"], test_split["score"])
-    layout.probe.write_text(json.dumps(probed.to_json(), indent=2), encoding="utf-8")
-    card = card_data(config, summary, final, final_summary, layout.final_model, "\n".join(format_probe(probed)))
+    card = card_data(config, summary, final, final_summary, layout.final_model)
     save_final(final.model, tokenizer, layout.final_model, card)
-    # After saving, so that a failing plot can never cost the trained model.
+    logger.info("test metrics: %s", final.test_metrics)
+
+    def after_saving(what: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except Exception as error:  # a late step must never cost the saved model: it becomes a warning
+            logger.warning("%s failed (%s: %s); the model is saved in %s", what, type(error).__name__, error,
+                           layout.final_model)  # fmt: skip
+            return None
+
+    after_saving("test_metrics.json", lambda: write_test_metrics(final.test_metrics, layout.test_metrics))
+    after_saving("final_model.json", lambda: write_final_summary(final_summary, layout.final_summary))
+    scorer = QueryScorer(final.model, tokenizer)
+    probed = after_saving("the probe", lambda: probe_scorer(scorer, test_split["query"], test_split["score"]))
+    if probed is not None:
+        after_saving("probe.json", lambda: write_json(probed.to_json(), layout.probe))
+        probe_text = "\n".join(format_probe(probed))
+        probe_card = card_data(config, summary, final, final_summary, layout.final_model, probe_text)
+        after_saving("the card's probe section", lambda: write_model_card(layout.final_model, probe_card))
     predictions = (final.test.predicted, final.test.true)
-    save_test_predictions(*predictions, layout.test_predictions)
-    write_report(
-        study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary, probe=probed.to_json()
+    after_saving("test_predictions.json", lambda: save_test_predictions(*predictions, layout.test_predictions))
+    probe_json = probed.to_json() if probed is not None else None
+    after_saving(
+        "report.md and its plots",
+        lambda: write_report(
+            study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary, probe=probe_json
+        ),
     )
     if config.push_to_hub:
         push_folder(layout.final_model, config.push_to_hub)

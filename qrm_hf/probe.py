@@ -206,6 +206,11 @@ def probe_scorer(scorer: Any, queries: Sequence[str], labels: Sequence[float], c
     measured on all of them."""
 
     chosen = well_formed_queries(queries, labels, count, seed)
+    if not chosen:
+        raise ValueError(
+            f"the probe rewrites well-formed queries (label >= {PAPER_THRESHOLD}), and none of the {len(queries)} "
+            "given is one: give more test queries"
+        )
     spread = scorer.spread if getattr(scorer.model.config, "ensemble_size", 1) > 1 else None
     return probe(scorer.score_and_count, scorer.max_length, chosen, queries, labels, seed=seed, spread=spread)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import time
@@ -120,9 +121,42 @@ class FinalSummary:
     refit_rows: int | None = None
 
 
-def write_final_summary(summary: FinalSummary, path: Path) -> None:
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, so that it is valid JSON (`null`): a metric that
+    is undefined for the data (Pearson of constant labels, F1 without a positive class) is written as such.
+
+    Example:
+        >>> finite_json({"mse": 0.07, "pearson": float("nan"), "spread": [1.0, float("inf")]})
+        {'mse': 0.07, 'pearson': None, 'spread': [1.0, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
+
+
+def undefined_metrics(metrics: dict[str, Any]) -> dict[str, str]:
+    """The metrics that are not a finite number, each with why: what a report says instead of a figure."""
+    return {
+        name: "undefined for this data (e.g. constant labels or predictions, or no query at or above the threshold)"
+        for name, value in metrics.items()
+        if isinstance(value, float) and not math.isfinite(value)
+    }
+
+
+def write_json(data: Any, path: Path) -> None:
+    """`data` as strict JSON (no NaN: see finite_json), written whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(summary), indent=2), encoding="utf-8")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(finite_json(data), indent=2, allow_nan=False), encoding="utf-8")
+    partial.replace(path)
+
+
+def write_final_summary(summary: FinalSummary, path: Path) -> None:
+    write_json(asdict(summary), path)
 
 
 def read_final_summary(path: Path) -> FinalSummary | None:
@@ -142,6 +176,9 @@ __all__ = [
     "FinalSummary",
     "check_writable",
     "claim_final_model",
+    "finite_json",
+    "undefined_metrics",
+    "write_json",
     "offset_advice",
     "read_final_summary",
     "write_final_summary",

@@ -229,3 +229,20 @@ def test_refit_on_dev_keeps_what_dev_chose_and_ships_weights_that_saw_dev(
     assert scorer.score(["how do owls hunt ?"], raw=True) == pytest.approx(
         QueryScorer(refit.model, tokenizer).score(["how do owls hunt ?"], raw=True), abs=1e-5
     )
+
+
+def test_undefined_test_metrics_are_json_null_with_their_reason(tmp_path):
+    import json
+    import math
+
+    from qrm_hf.final import write_test_metrics
+
+    path = tmp_path / "test_metrics.json"
+    write_test_metrics({"mse": 0.07, "pearson": math.nan, "f1": math.inf, "n": 2}, path)
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    written = json.loads(path.read_text(), parse_constant=refuse)
+    assert written["mse"] == 0.07 and written["pearson"] is None and written["f1"] is None and written["n"] == 2
+    assert set(written["undefined"]) == {"pearson", "f1"} and "constant labels" in written["undefined"]["pearson"]

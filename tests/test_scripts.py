@@ -219,3 +219,51 @@ def test_a_saved_reward_model_as_model_is_refused_saying_to_pass_its_encoder(
 
     assert "is a saved query reward model, not an encoder: pass the encoder it was" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def strict_json(path):
+    """The file's JSON, refusing NaN and Infinity (which json.loads would otherwise accept)."""
+
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_late_step_that_fails_never_costs_the_trained_model(tmp_path, data_dir, tiny_encoder_dir, caplog):
+    """The first two test queries are not well-formed (0.4, 0.0): the probe has nothing to rewrite. The model is
+    saved first, the probe becomes a warning, every JSON file stays strict JSON, and the report is written."""
+    config = write_yaml(tmp_path / "run.yaml", model=str(tiny_encoder_dir), data=str(data_dir))
+    argv = ["--config", str(config), "--n-trials", "1", "--max-train-samples", "32", "--max-eval-samples", "24"]
+    argv += ["--max-test-samples", "2", "--output-dir", str(tmp_path / "results")]
+    with caplog.at_level("WARNING", logger="qrm_hf.pipeline"):
+        assert load_script("search").main(argv) == 0
+    run_dir = tmp_path / "results" / tiny_encoder_dir.name
+    assert QueryRewardModel.from_pretrained(run_dir / "final_model").config.model_type == "query_reward"
+    assert any("the probe failed" in record.getMessage() and "none of the 2" in record.getMessage()
+               for record in caplog.records)  # fmt: skip
+    assert not (run_dir / "probe.json").exists() and (run_dir / "report.md").is_file()
+    metrics = strict_json(run_dir / "test_metrics.json")
+    assert metrics["n"] == 2
+    assert all(value is None for name, value in metrics.items() if name in metrics.get("undefined", {}))
+    strict_json(run_dir / "final_model.json")
+    assert not list((tmp_path / "results" / tiny_encoder_dir.name).glob(".final_model.*"))
+
+
+def test_a_failed_save_leaves_no_folder_that_loads_and_says_how_much_space(tmp_path, monkeypatch, saved_model_dir):
+    import errno
+
+    import qrm_hf.final as final
+    from qrm_hf.card import QueryRewardCardData
+
+    model = QueryRewardModel.from_pretrained(saved_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(saved_model_dir)
+
+    def disk_full(model, tokenizer, folder):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(final, "save_reward_model", disk_full)
+    with pytest.raises(OSError, match=r"No space left on device.*needs about \d+ MiB, \d+ MiB are free"):
+        final.save_final(model, tokenizer, tmp_path / "final_model", QueryRewardCardData(model_name="m"))
+    assert list(tmp_path.iterdir()) == []

@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     from accelerate import PartialState
 
+    from ..run_folder import finite_json
+
     if result.model_dir is not None and PartialState().is_main_process:
-        print(json.dumps({"test_metrics": result.test_metrics, "model_dir": str(result.model_dir)}, indent=2))
+        printed = {"test_metrics": finite_json(result.test_metrics), "model_dir": str(result.model_dir)}
+        print(json.dumps(printed, indent=2, allow_nan=False))
     return 0
 
 
