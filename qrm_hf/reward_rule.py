@@ -65,6 +65,31 @@ FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 ScoreAndCount = Callable[[list[str]], tuple[Sequence[float], Sequence[int]]]
 
 
+# Letters that render as nothing (Hangul fillers, the blank Braille pattern): blank, as a reader sees them.
+_BLANK_LETTERS = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u2800"), " ")
+# Removed: format characters (zero-width space, joiners, soft hyphen, BOM), controls other than line breaks and
+# tabs, private use and unassigned code points.
+_REMOVED_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cn"})
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def fold_text(text: str) -> str:
+    """The one text both the model and every guard read: lone surrogates replaced by U+FFFD (as a UTF-8 decoder
+    with errors="replace" does), Unicode compatibility folding (NFKC: fullwidth `Ｗｈａｔ` is `What`), format and
+    control characters removed (`Wh\u200bat` is `What`), letters that render blank made spaces.
+
+    Example:
+        >>> fold_text("Wh\u200bat is \uff49\uff54?\u3164")
+        'What is it? '
+    """
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    text = unicodedata.normalize("NFKC", text).translate(_BLANK_LETTERS)
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(char for char in text if char in "\t\n\r" or unicodedata.category(char) not in _REMOVED_CATEGORIES)
+
+
 def has_visible_character(text: str) -> bool:
     """Whether `text` shows anything: a character that is not whitespace, not invisible, not U+FFFD.
 
@@ -168,8 +193,9 @@ class RewardRule:
         return asdict(self)
 
     def is_empty(self, text: str) -> bool:
-        """Whether `text` counts as writing nothing (scored `empty_score` when that is not None)."""
-        return self.empty_score is not None and not has_visible_character(text)
+        """Whether `text` counts as writing nothing (scored `empty_score` when that is not None), read as the
+        model reads it (`fold_text`): zero-width characters and blank letters show nothing."""
+        return self.empty_score is not None and not has_visible_character(fold_text(text))
 
     def rewards(
         self,
@@ -222,7 +248,8 @@ class RewardRule:
 
     def adjust(self, text: str, score: float, tokens: int, max_length: int, prompt: str | None = None) -> float:
         """One text's reward from its model score and token count: the guards applied (the prompt guard when
-        `prompt` is given)."""
+        `prompt` is given) to the text as the model reads it (`fold_text`)."""
+        text = fold_text(text)
         if self.max_repeated_share is not None and repeated_share(text) > self.max_repeated_share:
             return float(self.empty_score or 0.0)
         # Text that shows nothing is the empty rule's (scored by the model when empty_score is None).
@@ -243,6 +270,7 @@ __all__ = [
     "RewardRule",
     "ScoreAndCount",
     "content_words",
+    "fold_text",
     "has_visible_character",
     "prompt_overlap",
     "repeated_share",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from .configuration_qrm import QueryRewardConfig
 from .metrics.thresholds import PAPER_THRESHOLD
 from .model_files import check_reward_model
 from .modeling_qrm import QueryRewardEnsemble, QueryRewardModel, reward_models
+from .reward_rule import fold_text
 
 # Below this many queries a progress bar is noise; above it the user wants to know the job is moving.
 PROGRESS_MIN_QUERIES = 1024
@@ -29,8 +29,6 @@ PROGRESS_MIN_QUERIES = 1024
 SCORING_BACKENDS = ("torch", "int8")
 # No token spans more characters: WordPiece maps a longer word to one unknown token (max_input_chars_per_word).
 MAX_CHARS_PER_TOKEN = 100
-BYTE_ORDER_MARK = "\ufeff"
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def available_devices() -> list[str]:
@@ -113,18 +111,17 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 
 
 def normalize_query(text: str) -> str:
-    """The text the model scores: lone surrogates (from a JSON `\\ud800` escape, or a policy's broken output)
-    replaced by U+FFFD as a UTF-8 decoder does with errors="replace", a leading byte-order mark dropped, and
-    blank text (empty or whitespace only) made the empty string, which tokenizers otherwise treat differently.
+    """The text the model scores, the one the reward rule's guards read too (`reward_rule.fold_text`): lone
+    surrogates (from a JSON `\\ud800` escape, or a policy's broken output) replaced by U+FFFD, compatibility
+    folding (fullwidth letters), format and control characters removed (zero-width spaces and joiners, soft
+    hyphens, a byte-order mark), letters that render blank made spaces; then blank text (empty or whitespace only)
+    made the empty string, which tokenizers otherwise treat differently.
 
     Example:
         >>> normalize_query("\\ufeffhow do owls hunt \\ud800?")
         'how do owls hunt \ufffd?'
     """
-    if _SURROGATE.search(text):
-        # UTF-16 with surrogatepass joins a valid high/low pair into its character and replaces each lone one.
-        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    text = text.removeprefix(BYTE_ORDER_MARK)
+    text = fold_text(text)
     return text if text.strip() else ""
 
 

@@ -115,3 +115,25 @@ def test_a_rule_travels_as_json_and_unknown_keys_are_named():
         RewardRule.from_dict({"empty": 0})
     with pytest.raises(ValueError, match="must be an object"):
         RewardRule.from_dict([0.0])
+
+
+@pytest.mark.parametrize(
+    ("disguised", "plain"),
+    [
+        ("Wh\u200bat is it?", "What is it?"),
+        ("wh\u00adere is it", "where is it"),
+        ("\uff37\uff48\uff41\uff54 is it?", "What is it?"),
+        ("owls\u2060 owls\u200d owls", "owls owls owls"),
+        ("\u3164", " "),
+        ("how \ufeffdo owls\x00 hunt ?\u2800", "how do owls hunt ? "),
+    ],
+)
+def test_the_guards_read_the_text_as_the_model_reads_it(disguised, plain):
+    from qrm_hf.reward_rule import fold_text
+    from qrm_hf.scoring import normalize_query
+
+    assert fold_text(disguised) == plain
+    assert normalize_query(disguised) == (plain if plain.strip() else "")
+    model = lambda texts: ([0.9] * len(texts), [5] * len(texts))  # noqa: E731
+    rule = RewardRule()
+    assert rule.rewards([disguised], model, 64) == rule.rewards([plain], model, 64)

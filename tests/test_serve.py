@@ -486,3 +486,36 @@ def test_health_is_503_until_the_model_is_loaded_and_the_client_retries_through_
         release.set()
         server.should_exit = True
         thread.join(timeout=30)
+
+
+# Guarded text hidden behind characters that show nothing, and fullwidth look-alikes: each must earn empty_score
+# on every reward path, as its plain spelling does.
+DISGUISED = [
+    "Wh\u200bat is it?",  # zero-width space
+    "Wh\u00adat is it?",  # soft hyphen
+    "What\u2060 is\u2060 it?",  # word joiner
+    "what\u200d what\u200c what\u200d what",  # joiners between repeated words
+    "\u3164",  # Hangul filler alone
+    "\u115f\u1160 \uffa0\u2800",  # other blank letters
+    "\uff37\uff48\uff41\uff54 \uff49\uff53 \uff49\uff54\uff1f",  # fullwidth "What is it?"
+    "\ufeff\u200bWhat is it?\u200b",
+]
+
+
+@pytest.mark.slow
+def test_invisible_characters_do_not_beat_the_guards_on_any_reward_path(server, scorer):
+    prompts = ["p"] * len(DISGUISED)
+    assert make_reward_function(scorer)(prompts=prompts, completions=DISGUISED) == [0.0] * len(DISGUISED)
+    assert make_reward_function(server)(prompts=prompts, completions=DISGUISED) == [0.0] * len(DISGUISED)
+    assert QueryScorerClient(server).rewards(DISGUISED) == [0.0] * len(DISGUISED)
+    assert http("POST", server + "/get_reward", {"query": DISGUISED})[1]["rewards"] == [0.0] * len(DISGUISED)
+    rule = {"empty_score": -1.0}
+    answer = http("POST", server + "/score", {"queries": DISGUISED, "reward_rule": rule})[1]
+    assert answer["rewards"] == [-1.0] * len(DISGUISED)
+    # A real query with the same characters earns what its plain spelling earns, and the model reads it plainly.
+    hidden = ["how\u200b do\u00ad owls hunt ?", "\uff48\uff4f\uff57 do owls hunt ?"]
+    plain = scorer.score(["how do owls hunt ?"])[0]
+    assert scorer.score(hidden) == pytest.approx([plain, plain], abs=BATCH_TOLERANCE)
+    assert make_reward_function(server)(prompts=["p", "p"], completions=hidden) == pytest.approx(
+        [plain, plain], abs=BATCH_TOLERANCE
+    )
