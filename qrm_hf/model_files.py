@@ -176,6 +176,7 @@ def check_reward_model(name_or_path: str | os.PathLike, revision: str | None = N
             f"{name_or_path} is not a query reward model: its config.json has model_type {model_type!r}, "
             f"expected {REWARD_MODEL_TYPE!r}"
         )
+    check_reward_config(config, config_file)
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
@@ -184,6 +185,39 @@ def check_reward_model(name_or_path: str | os.PathLike, revision: str | None = N
             )
         check_weights(folder)
     return config_file
+
+
+def check_reward_config(config: dict[str, Any], config_file: Path) -> None:
+    """ValueError naming the file and key when a reward model's config.json holds a value out of its domain:
+    `decision_threshold` a number in [0, 1], `max_length` a whole number within the encoder's positions,
+    `ensemble_size` a whole number >= 1, the head's sizes whole numbers. Read before any weight is loaded."""
+    import math
+
+    def number(key: str) -> Any:
+        value = config.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{config_file}: {key} = {value!r} is not a finite number")
+        return value
+
+    threshold = number("decision_threshold")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{config_file}: decision_threshold = {threshold!r} is not in [0, 1]")
+    for key in ("max_length", "ensemble_size", "num_hidden_layers"):
+        value = number(key)
+        if value is not None and (value != int(value) or value < (0 if key == "num_hidden_layers" else 1)):
+            raise ValueError(f"{config_file}: {key} = {value!r} is not a whole number >= 1")
+    encoder = config.get("encoder")
+    max_length = config.get("max_length")
+    if isinstance(encoder, dict) and isinstance(max_length, int):
+        positions = encoder_positions(encoder)
+        if positions is not None and max_length > positions:
+            raise ValueError(
+                f"{config_file}: max_length = {max_length} exceeds the encoder's {positions} positions "
+                "(encoder.max_position_embeddings): every longer input would fail; set max_length <= "
+                f"{positions}"
+            )
 
 
 def save_reward_model(model: Any, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
@@ -239,6 +273,7 @@ def check_tokenizer(
 
 
 __all__ = [
+    "check_reward_config",
     "check_reward_model",
     "save_reward_model",
     "check_max_length",

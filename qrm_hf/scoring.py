@@ -29,6 +29,8 @@ PROGRESS_MIN_QUERIES = 1024
 SCORING_BACKENDS = ("torch", "int8")
 # No token spans more characters: WordPiece maps a longer word to one unknown token (max_input_chars_per_word).
 MAX_CHARS_PER_TOKEN = 100
+# Scored once when a model loads: its score must be a finite number.
+LOAD_CHECK_QUERY = "how do owls hunt at night ?"
 
 
 def available_devices() -> list[str]:
@@ -254,12 +256,27 @@ class QueryScorer:
             raise OSError(
                 f"{name_or_path}: the weights are incomplete or corrupt ({error}); download the model again"
             ) from None
+        except (RuntimeError, ValueError, TypeError, KeyError) as error:  # config.json that does not fit the weights
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"{name_or_path}: config.json does not fit the weights ({type(error).__name__}: {first}); "
+                "save or download the model again"
+            ) from None
         # With the config given, AutoTokenizer does not load it again through AutoConfig, which would ask on the
         # terminal whether to trust the folder's remote code (the auto_map) and wait 15 s for an answer.
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision, config=model.config)
         if backend == "int8":
             model = quantize_linear_layers(model.eval())
-        return cls(model, tokenizer, device=target, batch_size=batch_size)
+        scorer = cls(model, tokenizer, device=target, batch_size=batch_size)
+        # One pass on a fixed query: weights or a config that load but compute NaN (an ensemble_size that does
+        # not match the weights, a broken checkpoint) are refused here, not met as NaN rewards in a policy's loss.
+        check = scorer.score([LOAD_CHECK_QUERY], raw=True, show_progress=False)[0]
+        if not math.isfinite(check):
+            raise ValueError(
+                f"{name_or_path}: the model scores the query {LOAD_CHECK_QUERY!r} as {check}: its weights or "
+                "config.json (e.g. ensemble_size, the head's sizes) are broken; save or download it again"
+            )
+        return scorer
 
     @property
     def device(self) -> torch.device:

@@ -320,3 +320,47 @@ def test_the_int8_backend_quantizes_the_encoder_but_not_its_residual_projections
     assert all(type(layer) is not DynamicInt8Linear for layer in scorer.model.head.modules())
     fp32 = QueryScorer.from_pretrained(saved_model_dir, device="cpu")
     assert scorer.score(QUERIES) == pytest.approx(fp32.score(QUERIES), abs=0.05)
+
+
+def edited_copy(saved_model_dir, tmp_path, **config_values):
+    import json
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(saved_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(config_values)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"decision_threshold": 1.5}, r"config.json: decision_threshold = 1.5 is not in \[0, 1\]"),
+        ({"decision_threshold": "high"}, r"config.json: decision_threshold = 'high' is not a finite number"),
+        ({"max_length": 100000}, r"config.json: max_length = 100000 exceeds the encoder's 512 positions"),
+        ({"max_length": 0}, r"config.json: max_length = 0 is not a whole number >= 1"),
+        ({"ensemble_size": 2}, r"edited: (config.json does not fit the weights|the model scores the query)"),
+        ({"num_hidden_layers": 3}, r"edited: config.json does not fit the weights"),
+    ],
+)
+def test_a_model_folder_with_a_bad_config_is_refused_when_it_loads(saved_model_dir, tmp_path, values, message):
+    folder = edited_copy(saved_model_dir, tmp_path, **values)
+    with pytest.raises((ValueError, OSError), match=message):
+        QueryScorer.from_pretrained(folder, device="cpu")
+
+
+def test_weights_that_compute_nan_are_refused_when_the_model_loads(saved_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan"
+    shutil.copytree(saved_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(key for key in weights if key.startswith("head.") and key.endswith("weight"))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"nan: the model scores the query 'how do owls hunt at night \?' as nan"):
+        QueryScorer.from_pretrained(folder, device="cpu")
