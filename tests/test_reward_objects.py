@@ -229,3 +229,92 @@ def test_verls_compute_score_loads_the_model_from_the_environment(saved_model_di
     batch = module.compute_score_batch(["a", "b"], [QUERY, "owls"], [None, None], [{"prompt": "p"}, None])
     assert one == pytest.approx(scorer.score([QUERY])[0], abs=BATCH_TOLERANCE)
     assert batch == pytest.approx(scorer.score([QUERY, "owls"]), abs=BATCH_TOLERANCE)
+
+
+def search(query: str) -> str:
+    """Search the web.
+
+    Args:
+        query: What to search for.
+    """
+    return "Owls hunt at night, by sound."
+
+
+def byte_level_chatml_tokenizer():
+    """A small byte-level BPE tokenizer (it decodes exactly what it encodes, as Qwen's does) with Qwen3's chat
+    template, so TRL parses the policy's tool calls as it does Qwen3's."""
+    from importlib.resources import files
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["how do owls hunt at night ?", '{"name": "search", "arguments": {"query": "owls"}}', "system user tool"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus * 10, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.add_tokens(["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"])
+    tokenizer.chat_template = (files("trl") / "chat_templates" / "qwen3.jinja").read_text()
+    return tokenizer
+
+
+@pytest.mark.slow
+def test_a_grpo_step_with_a_tool_calling_policy_rewards_the_query_in_its_tool_call(saved_model_dir, scorer, tmp_path):
+    import torch
+    from datasets import Dataset
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = byte_level_chatml_tokenizer()
+    call = (
+        '<tool_call>\n{"name": "search", "arguments": {"query": "how do owls hunt at night ?"}}\n</tool_call><|im_end|>'
+    )
+    written = tokenizer(call, add_special_tokens=False)["input_ids"]
+
+    class ToolCallingPolicy(Qwen2ForCausalLM):
+        """A tiny random policy whose sampling always writes the same search call (its log-probabilities, which
+        GRPO trains, are its own)."""
+
+        def generate(self, input_ids=None, attention_mask=None, **kwargs):
+            completion = torch.tensor([written] * input_ids.shape[0], device=input_ids.device)
+            return torch.cat([input_ids, completion], dim=1)
+
+    torch.manual_seed(0)
+    policy = ToolCallingPolicy(
+        Qwen2Config(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+        )
+    )  # fmt: skip
+    seen: list[list] = []
+
+    class Recorded(QueryReward):
+        def __call__(self, prompts=None, completions=None, **kwargs):
+            seen.append(list(completions))
+            return super().__call__(prompts, completions, **kwargs)
+
+    reward = Recorded(scorer, name="query_in_tool_call")
+    args = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_completion_length=512,
+        max_steps=1, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
+        max_tool_calling_iterations=1,
+    )  # fmt: skip
+    prompts = [[{"role": "user", "content": "How do owls hunt?"}], [{"role": "user", "content": "Owls and night?"}]]
+    trainer = GRPOTrainer(
+        model=policy, reward_funcs=[reward], args=args, train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tokenizer, tools=[search],
+    )  # fmt: skip
+    trainer.train()
+
+    assert trainer.state.global_step == 1 and seen
+    completions = seen[0]
+    calls = [message for completion in completions for message in completion if message.get("tool_calls")]
+    assert calls and all(m["tool_calls"][0]["function"]["arguments"]["query"] == "how do owls hunt at night ?"
+                         for m in calls)  # fmt: skip
+    assert any(message.get("role") == "tool" for completion in completions for message in completion)
+    expected = scorer.score(["how do owls hunt at night ?"])[0]
+    logged = [entry["rewards/query_in_tool_call/mean"] for entry in trainer.state.log_history if "loss" in entry]
+    assert expected > 0.0 and logged == pytest.approx([expected], abs=BATCH_TOLERANCE)
