@@ -91,6 +91,20 @@ def final_summary(**values):
     return FinalSummary(**{**plain, **values})
 
 
+def tiny_policy(vocab_size: int, pad_token_id: int, eos_token_id: int, max_position_embeddings: int = 128, cls=None):
+    """A tiny random Qwen2 causal LM (2 layers, 32 wide): a policy for GRPO tests (`cls`, a subclass, if given)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=max_position_embeddings, pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    return (cls or Qwen2ForCausalLM)(config)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

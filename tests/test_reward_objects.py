@@ -7,7 +7,7 @@ import asyncio
 import pickle
 
 import pytest
-from conftest import BATCH_TOLERANCE
+from conftest import BATCH_TOLERANCE, tiny_policy
 
 from qrm_hf.policy_text import PolicyTextCleaner, tool_call_queries
 from qrm_hf.rewards import AsyncQueryReward, QueryReward, make_reward_function
@@ -171,21 +171,13 @@ def test_openrlhfs_own_remote_reward_client_gets_the_response_reward(server_url_
 
 @pytest.mark.slow
 def test_an_async_reward_runs_in_a_real_grpo_trainer(saved_model_dir, minilm_path, tmp_path):
-    import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     tokenizer.eos_token = tokenizer.sep_token
-    torch.manual_seed(0)
-    policy = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id, tie_word_embeddings=True,
-        )
-    )  # fmt: skip
+    policy = tiny_policy(tokenizer.vocab_size, tokenizer.pad_token_id, tokenizer.sep_token_id)
     reward = AsyncQueryReward(saved_model_dir, name="async_wellformed", device="cpu")
     seen: list[list[str]] = []
 
@@ -264,7 +256,7 @@ def byte_level_chatml_tokenizer():
 def test_a_grpo_step_with_a_tool_calling_policy_rewards_the_query_in_its_tool_call(saved_model_dir, scorer, tmp_path):
     import torch
     from datasets import Dataset
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     tokenizer = byte_level_chatml_tokenizer()
@@ -281,14 +273,7 @@ def test_a_grpo_step_with_a_tool_calling_policy_rewards_the_query_in_its_tool_ca
             completion = torch.tensor([written] * input_ids.shape[0], device=input_ids.device)
             return torch.cat([input_ids, completion], dim=1)
 
-    torch.manual_seed(0)
-    policy = ToolCallingPolicy(
-        Qwen2Config(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-        )
-    )  # fmt: skip
+    policy = tiny_policy(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, 4096, ToolCallingPolicy)
     seen: list[list] = []
 
     class Recorded(QueryReward):

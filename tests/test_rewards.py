@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from conftest import BATCH_TOLERANCE
+from conftest import BATCH_TOLERANCE, tiny_policy
 
 from qrm_hf.rewards import completion_text, make_reward_function
 from qrm_hf.scoring import QueryScorer
@@ -70,26 +69,12 @@ def test_reward_function_loads_a_folder_and_can_return_raw_scores(saved_model_di
 @pytest.mark.slow
 def test_grpo_trainer_trains_two_steps_with_the_reward(saved_model_dir, minilm_path, tmp_path):
     from datasets import Dataset
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     tokenizer.eos_token = tokenizer.sep_token  # a BERT tokenizer has none; generation needs one to stop on
-    torch.manual_seed(0)
-    policy = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=128,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-            tie_word_embeddings=True,
-        )
-    )
+    policy = tiny_policy(tokenizer.vocab_size, tokenizer.pad_token_id, tokenizer.sep_token_id)
     reward = make_reward_function(saved_model_dir, device="cpu")
     calls: list[tuple[list[str], list[float]]] = []
 

@@ -26,6 +26,21 @@ PLAIN_FINETUNE: dict[str, Any] = {
     "warmup_ratio": 0.0,
 }
 
+# The rows of the quality tables: (label, key of the test metrics).
+ROWS = [
+    ("test MSE", "mse"),
+    ("test MAE", "mae"),
+    ("Pearson", "pearson"),
+    ("Spearman", "spearman"),
+    ("R²", "r2"),
+    ("accuracy at 0.8", "accuracy"),
+    ("F1 at 0.8", "f1"),
+    ("threshold chosen on dev", "decision_threshold"),
+    ("accuracy at the dev threshold", "accuracy_at_threshold"),
+    ("F1 at the dev threshold", "f1_at_threshold"),
+    ("mean prediction - mean label (test)", "offset"),
+]
+
 ANCHORS = [
     ("Faruqui & Das 2018 (test accuracy)", "70.7%"),
     ("BERT + POS tags + curriculum, Madasu & Vijjini 2022 (test accuracy, published SOTA)", "83.9%"),

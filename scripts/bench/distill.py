@@ -24,18 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, score_in_turns  # noqa: E402
-from _quality import DEFAULT_DATA  # noqa: E402
+from _quality import DEFAULT_DATA, ROWS  # noqa: E402
 
-ROWS = [
-    ("test MSE", "mse"),
-    ("R²", "r2"),
-    ("Pearson", "pearson"),
-    ("accuracy at 0.8", "accuracy"),
-    ("F1 at 0.8", "f1"),
-    ("threshold chosen on dev", "decision_threshold"),
-    ("accuracy at the dev threshold", "accuracy_at_threshold"),
-    ("F1 at the dev threshold", "f1_at_threshold"),
-]
 PROBE_RULES = ("model score", "reward rule (default)")
 
 

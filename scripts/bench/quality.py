@@ -25,21 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine  # noqa: E402
-from _quality import ANCHORS, DEFAULT_DATA, PLAIN_FINETUNE, train_fixed  # noqa: E402
-
-ROWS = [
-    ("test MSE", "mse"),
-    ("test MAE", "mae"),
-    ("Pearson", "pearson"),
-    ("Spearman", "spearman"),
-    ("R²", "r2"),
-    ("accuracy at 0.8", "accuracy"),
-    ("F1 at 0.8", "f1"),
-    ("threshold chosen on dev", "decision_threshold"),
-    ("accuracy at the dev threshold", "accuracy_at_threshold"),
-    ("F1 at the dev threshold", "f1_at_threshold"),
-    ("mean prediction - mean label (test)", "offset"),
-]
+from _quality import ANCHORS, DEFAULT_DATA, PLAIN_FINETUNE, ROWS, train_fixed  # noqa: E402
 
 
 def best_trial_model_metrics(folder: Path, data: str, limits: dict[str, int | None]) -> dict[str, Any]:
