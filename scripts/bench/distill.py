@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| metric (test, n={columns['teacher']['n']}) | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for label, key in ROWS:
-        print(f"| {label} | " + " | ".join(f"{values[key]:.4f}" for values in columns.values()) + " |")
+        if all(key in values for values in columns.values()):  # the offset is the quality tables' own row
+            print(f"| {label} | " + " | ".join(f"{values[key]:.4f}" for values in columns.values()) + " |")
     teacher, student = columns["teacher"]["mse"], main_summary["student_test"]["mse"]
     baseline = main_summary["label_baseline_test"]["mse"]
     if baseline != teacher:
