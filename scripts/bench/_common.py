@@ -46,6 +46,17 @@ def score_in_turns(scorers: dict, queries: list[str], repeats: int) -> tuple[dic
     return rates, scores
 
 
+def write_record(output: str | None, record: dict) -> None:
+    """Write a benchmark's figures as JSON to `output` (nothing when None): called after each part, so an
+    interrupted run keeps what it measured."""
+    import json
+    from pathlib import Path
+
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(record, indent=2, default=str))
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -13,7 +13,6 @@ The teacher's scores of the transfer set are computed once and shared by both di
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, score_in_turns  # noqa: E402
+from _common import machine, score_in_turns, write_record  # noqa: E402
 from _quality import DEFAULT_DATA, ROWS  # noqa: E402
 
 PROBE_RULES = ("model score", "reward rule (default)")
@@ -55,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {record['machine']}", flush=True)
 
     def save() -> None:
-        if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(record, indent=2, default=str))
+        write_record(args.output, record)
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(args.workdir or temporary)

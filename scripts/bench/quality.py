@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine  # noqa: E402
+from _common import machine, write_record  # noqa: E402
 from _quality import ANCHORS, DEFAULT_DATA, PLAIN_FINETUNE, ROWS, train_fixed  # noqa: E402
 
 
@@ -251,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {record['machine']}", flush=True)
 
     def save() -> None:
-        if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(record, indent=2, default=str))
+        write_record(args.output, record)
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(args.workdir or temporary)
