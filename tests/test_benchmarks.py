@@ -56,6 +56,10 @@ def test_quality_script_compares_plain_pipeline_and_best_trial(data_dir, tmp_pat
     assert len(record["b"]["candidates_test"]) == len(candidates) >= 1
     assert set(record["b"]["final"]["combined"]) <= {candidate["label"] for candidate in candidates}
     assert 0.0 <= record["b"]["best_trial_model"]["decision_threshold"] <= 1.0
+    # B's shipped model and a MiniLM reward model scored the test queries in turns.
+    assert record["speed"]["queries"] == 48
+    assert all(rate > 0 for rate in record["speed"]["median"].values()) and len(record["speed"]["median"]) == 2
+    assert "x faster" in out
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Quality on real data, in one run: (A) the strongest plain fine-tune (encoder dropout 0) against (B) the full
 pipeline on configs/cpu.yaml (search, final stage, threshold chosen on dev), with B's levers taken apart: its
 best final-stage candidate alone (not combined) and its best trial's own model; all scored on the full test split,
-beside published anchors.
+beside published anchors. Last, B's shipped model and a MiniLM reward model (the packaged MiniLM with a fresh
+head: a trained one's compute) score the test queries in turns, for the queries/s each costs.
 
     python scripts/bench/quality.py --config configs/cpu.yaml --output results/quality.json
     python scripts/bench/quality.py --config configs/cpu-base.yaml --model all-mpnet-base-v2 \
@@ -24,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, write_record  # noqa: E402
+from _common import machine, median, score_in_turns, write_record  # noqa: E402
 from _quality import ANCHORS, DEFAULT_DATA, PLAIN_FINETUNE, ROWS, train_fixed  # noqa: E402
 
 
@@ -178,6 +179,28 @@ def run_arm_b(args: argparse.Namespace, folder: Path, limits: dict[str, int | No
     }
 
 
+SHIPPED = "B's shipped model"
+
+
+def measure_speed(args: argparse.Namespace, model_dir: str, folder: Path, limits: dict[str, int | None]) -> dict:
+    """Queries/s of B's shipped model against a MiniLM reward model, scoring the test queries in turns."""
+    from inference import build_model
+
+    from qrm_hf.data import load_splits
+    from qrm_hf.scoring import QueryScorer
+
+    minilm = folder / "minilm-reward-model"
+    if not minilm.is_dir():
+        build_model(minilm)
+    queries = list(load_splits(args.data, max_test_samples=limits["max_test_samples"])["test"]["query"])
+    scorers = {
+        SHIPPED: QueryScorer.from_pretrained(model_dir, device="cpu"),
+        "MiniLM reward model": QueryScorer.from_pretrained(minilm, device="cpu"),
+    }
+    rates, _ = score_in_turns(scorers, queries, args.speed_repeats)
+    return {"queries": len(queries), "runs": rates, "median": {name: median(values) for name, values in rates.items()}}
+
+
 def print_tables(record: dict[str, Any]) -> None:
     a, b = record.get("a"), record.get("b")
     columns: dict[str, dict[str, Any]] = {}
@@ -221,6 +244,15 @@ def print_tables(record: dict[str, Any]) -> None:
     if a and b:
         reduction = 1 - b["test"]["mse"] / a["test"]["mse"]
         print(f"B's test MSE is {100 * reduction:.1f}% lower than A's")
+    speed = record.get("speed")
+    if speed:
+        rates = speed["median"]
+        print(
+            "queries/s (test split, median of "
+            f"{len(next(iter(speed['runs'].values())))} runs in turns): "
+            + "; ".join(f"{name} {value:.1f}" for name, value in rates.items())
+            + f"; MiniLM is {rates['MiniLM reward model'] / rates[SHIPPED]:.1f}x faster"
+        )
     print("anchors: " + "; ".join(f"{name}: {value}" for name, value in ANCHORS))
 
 
@@ -240,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train", "eval", "test"):
         parser.add_argument(f"--max-{split}-samples", type=int, default=None, help="smoke runs only: fewer rows")
     parser.add_argument("--search-train-samples", type=int, default=None, help="override B's search rows")
+    parser.add_argument(
+        "--speed-repeats", type=int, default=3, help="turns of B's model against MiniLM for queries/s; 0: none"
+    )
     args = parser.parse_args(argv)
 
     limits = {
@@ -257,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(args.workdir or temporary)
         for arm in args.arms:  # in the order given: the one that matters most first
             record[arm] = (run_arm_a if arm == "a" else run_arm_b)(args, folder, limits)
+            save()
+        if "b" in record and args.speed_repeats > 0:
+            record["speed"] = measure_speed(args, record["b"]["model_dir"], folder, limits)
             save()
     print_tables(record)
     return 0
