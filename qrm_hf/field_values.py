@@ -20,6 +20,7 @@ import typing
 from typing import Any
 
 from .configuration_qrm import QueryRewardConfig
+from .numeric_checks import Domain, check_finite, is_number
 from .training_args import QRMTrainingArguments
 
 # Parameters of the head: they go to QueryRewardConfig; every other name is a TrainingArguments field.
@@ -156,37 +157,44 @@ def read_number(value: Any) -> Any:
     return value
 
 
-# Values no run can train with, by TrainingArguments field: (bound, whether the bound itself is allowed). A
-# learning rate of 0 trains nothing, a batch of 0 or an epoch count below 1 never reaches an evaluation.
-TRAINING_MINIMUMS: dict[str, tuple[float, bool]] = {
-    "learning_rate": (0.0, False),
-    "head_lr_multiplier": (0.0, False),
-    "per_device_train_batch_size": (1, True),
-    "per_device_eval_batch_size": (1, True),
-    "gradient_accumulation_steps": (1, True),
-    "num_train_epochs": (1, True),
-    "max_length": (2, True),
-    "weight_decay": (0.0, True),
-    "warmup_steps": (0.0, True),
-    "early_stopping_patience": (1, True),
-    "layer_lr_decay": (0.0, False),
-    "reinit_top_layers": (0, True),
+# The numbers a TrainingArguments field takes where it is narrower than `training_domain`'s rule. A learning rate
+# of 0 trains nothing, a batch of 0 or an epoch count below 1 never reaches an evaluation. What else the optimizer
+# or the scheduler refuse, they say themselves: pipeline.check_run builds them (training_args.check_optimization).
+# Bounds only: that an int field's value is whole, its type check has said.
+TRAINING_DOMAINS: dict[str, Domain] = {
+    "learning_rate": Domain(low=0, low_open=True),
+    "adam_beta1": Domain(low=0, high=1, high_open=True),  # what torch's Adam and AdamW take
+    "adam_beta2": Domain(low=0, high=1, high_open=True),
+    "head_lr_multiplier": Domain(low=0, low_open=True),
+    "per_device_train_batch_size": Domain(low=1),
+    "per_device_eval_batch_size": Domain(low=1),
+    "gradient_accumulation_steps": Domain(low=1),
+    "num_train_epochs": Domain(low=1),
+    "max_length": Domain(low=2),
+    "early_stopping_patience": Domain(low=1),
+    "layer_lr_decay": Domain(low=0, high=1, low_open=True),
+    "label_smoothing_factor": Domain(low=0, high=1, high_open=True),
+    "seed": Domain(low=0, high=2**32 - 1),  # numpy's seed range (transformers' set_seed)
+    "data_seed": Domain(low=0, high=2**32 - 1),
 }
-TRAINING_MAXIMUMS: dict[str, tuple[float, bool]] = {"layer_lr_decay": (1.0, True)}
+
+
+def training_domain(field: str) -> Domain:
+    """The numbers TrainingArguments field `field` takes: its entry in TRAINING_DOMAINS, else never below 0 (steps,
+    counts, rates, norms and sizes), or below its own default where that is negative (`max_steps: -1`, not set)."""
+    if field in TRAINING_DOMAINS:
+        return TRAINING_DOMAINS[field]
+    default = next(item.default for item in dataclasses.fields(QRMTrainingArguments) if item.name == field)
+    return Domain(low=min(0, default) if is_number(default) else 0)
 
 
 def check_range(field: str, value: Any) -> Any:
-    """`value`, or ValueError when the TrainingArguments field `field` cannot train with it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return value
-    if field in TRAINING_MINIMUMS:
-        bound, inclusive = TRAINING_MINIMUMS[field]
-        if value < bound or (value == bound and not inclusive):
-            raise ValueError(f"{value!r} is not valid for {field}: it must be {'>=' if inclusive else '>'} {bound:g}")
-    if field in TRAINING_MAXIMUMS:
-        bound, inclusive = TRAINING_MAXIMUMS[field]
-        if value > bound or (value == bound and not inclusive):
-            raise ValueError(f"{value!r} is not valid for {field}: it must be {'<=' if inclusive else '<'} {bound:g}")
+    """`value`, or ValueError when the TrainingArguments field `field` cannot train with it: a NaN, an infinity
+    (also inside a mapping such as `lr_scheduler_kwargs`) or a number outside the field's domain."""
+    if not is_number(value):
+        return check_finite(field, value)
+    if not training_domain(field).contains(value):
+        raise ValueError(f"{value!r} is not valid for {field}: it must be {training_domain(field).describe()}")
     return value
 
 
@@ -195,7 +203,7 @@ def check_value(name: str, value: Any) -> Any:
     the field takes it (a YAML 1.1 float string read as a number), or ValueError saying what the field takes.
     Head values are also checked by QueryRewardConfig itself (ranges; names of activations, poolings, losses)."""
     if name in MODEL_PARAMETERS:
-        value = _typed(name, head_field_types()[name], value)
+        value = check_finite(name, _typed(name, head_field_types()[name], value))
         try:
             QueryRewardConfig(encoder=_probe_encoder(), **{name: value})
         except (TypeError, ValueError) as error:
@@ -244,5 +252,6 @@ __all__ = [
     "field_type",
     "read_number",
     "suggest",
+    "training_domain",
     "training_field",
 ]

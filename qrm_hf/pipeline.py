@@ -29,10 +29,11 @@ from .model_files import (
     check_tokenizer,
     load_tokenizer,
 )
+from .numeric_checks import check_keywords
 from .packaged_encoders import packaged_hub_id
 from .probe import format_probe, probe_scorer
 from .report import write_report
-from .run_config import ConfigError, RunConfig
+from .run_config import SAMPLER_OPTION_DOMAINS, ConfigError, RunConfig
 from .run_folder import (
     Calibration,
     FinalModelClaimed,
@@ -43,9 +44,10 @@ from .run_folder import (
     write_json,
 )
 from .scoring import QueryScorer
-from .search import make_sampler, run_search, write_history
+from .search import SAMPLER_CLASSES, make_sampler, run_search, write_history
 from .search_space import SearchSpace
-from .training_args import QRMTrainingArguments
+from .training_args import QRMTrainingArguments, check_optimization
+from .training_run import base_training_arguments
 from .trials import StudySummary
 
 logger = logging.getLogger(__name__)
@@ -69,16 +71,68 @@ class RunResult:
 
 def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
     """Checks that need no data or model (before anything loads or a study is opened): the `training:` values
-    against TrainingArguments, the sampler options, the warm-start points. Returns the config with its
-    `training:` values as TrainingArguments takes them (YAML 1.1 float strings read as numbers)."""
+    against TrainingArguments, the sampler options, the arguments and optimizer every trial could get, the
+    warm-start points. Returns the config with its `training:` values as TrainingArguments takes them (YAML 1.1
+    float strings read as numbers)."""
     try:
         training = check_training(config.training)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     make_sampler(config.sampler, config.seed, space, config.sampler_options)
+    try:
+        check_keywords(
+            SAMPLER_CLASSES[config.sampler], config.sampler_options, "sampler_options", SAMPLER_OPTION_DOMAINS
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    config = dataclasses.replace(config, training=training)
+    check_trial_arguments(config, space)
     for index, point in enumerate(config.warm_start):
         space.check_point(point, f"warm_start[{index}]")
-    return dataclasses.replace(config, training=training)
+    return config
+
+
+def check_trial_arguments(config: RunConfig, space: SearchSpace) -> None:
+    """Build the TrainingArguments, optimizer and schedule (`check_optimization`) of a point of the space (the
+    `training:` values, the fixed values, each searched parameter at its low or first choice), then of that point
+    with each parameter moved to each of its other extremes, so that what TrainingArguments, torch or the
+    scheduler refuse stops the run here, naming the key, instead of failing every trial that draws it. A range's
+    rules hold inside it when they hold at both ends."""
+    bare = dataclasses.replace(config, training={})
+    output_dir = config.layout.trials  # named in the arguments, never created by building them
+
+    def refusal(settings: dict[str, tuple[str, Any]]) -> str | None:
+        """What refuses `settings` ({where: (field, value)}, later ones winning), or None."""
+        try:
+            check_optimization(base_training_arguments(bare, output_dir, **dict(settings.values())))
+        except ValueError as error:
+            return " ".join(str(error).split())  # one line: some of TrainingArguments' messages span several
+        return None
+
+    def settings(point: dict[str, tuple[str, Any]]) -> dict[str, tuple[str, Any]]:
+        """{where: (field, value)} of `training:` and of the space's TrainingArguments at `point` ({name: (where,
+        value)})."""
+        found = {f"training.{key}": (key, value) for key, value in config.training.items()}
+        for name, (where, value) in point.items():
+            for item in SearchSpace.training_arguments({name: value}).items():
+                found[where] = item
+        return found
+
+    first = {name: (f"search_space.{name}", value) for name, value in space.fixed.items()}
+    first |= {parameter.name: next(iter(parameter.extremes().items())) for parameter in space.parameters}
+    base = settings(first)
+    problem = refusal(base)
+    if problem is not None:
+        # The key to name: the first whose removal lifts or changes the refusal.
+        without = {where: {key: item for key, item in base.items() if key != where} for where in base}
+        culprit = next((where for where, rest in without.items() if refusal(rest) != problem), None)
+        said = f"{culprit}: {base[culprit][1]!r}" if culprit else "training and search_space together"
+        raise ConfigError(f"{said} is refused by TrainingArguments or the optimizer: {problem}")
+    for parameter in space.parameters:
+        for where, value in parameter.extremes().items():
+            problem = refusal(settings({**first, parameter.name: (where, value)}))
+            if problem is not None:
+                raise ConfigError(f"{where}: {value!r} is refused by TrainingArguments or the optimizer: {problem}")
 
 
 def run_pipeline(config: RunConfig) -> RunResult:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import importlib.resources
+import threading
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import yaml
 
 from .metrics.thresholds import THRESHOLD_METRICS
+from .numeric_checks import Domain, finite, is_number
 
 DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
 DEFAULT_CONFIG = "default"
@@ -45,9 +49,32 @@ PRUNER_CLASS_NAMES = {
     "hyperband": "HyperbandPruner",
     "successive_halving": "SuccessiveHalvingPruner",
 }
+# Sampler options narrower than a number's default rule (>= 0; numeric_checks.check_keywords): TPE draws
+# n_ei_candidates points to pick from, and weighs its prior by prior_weight.
+SAMPLER_OPTION_DOMAINS = {
+    "n_ei_candidates": Domain(whole=True, low=1),
+    "prior_weight": Domain(low=0, low_open=True),
+}
 SAMPLERS = tuple(SAMPLER_CLASS_NAMES)
 PRUNERS = tuple(PRUNER_CLASS_NAMES)
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
+# The numbers each numeric RunConfig field takes; None too where the field's type allows it.
+_AT_LEAST_ONE = Domain(whole=True, low=1)
+FIELD_DOMAINS = {
+    "n_trials": _AT_LEAST_ONE,
+    "timeout": Domain(low=0, low_open=True),  # seconds
+    "seed": Domain(whole=True, low=0, high=2**32 - 1),  # what numpy and Optuna's samplers take
+    "max_train_samples": _AT_LEAST_ONE,
+    "max_eval_samples": _AT_LEAST_ONE,
+    "max_test_samples": _AT_LEAST_ONE,
+    "search_train_samples": _AT_LEAST_ONE,
+    "final_max_epochs": _AT_LEAST_ONE,
+    "final_candidates": _AT_LEAST_ONE,
+    # Seconds, at most what a thread can wait: Optuna's heartbeat thread waits heartbeat_interval between beats.
+    "heartbeat_interval": Domain(whole=True, low=1, high=int(threading.TIMEOUT_MAX)),
+    "grace_period": Domain(whole=True, low=1, high=int(threading.TIMEOUT_MAX)),
+    "max_retry": Domain(whole=True, low=0),
+}
 
 
 @dataclass(frozen=True)
@@ -248,34 +275,24 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.n_trials < 1:
-            raise ConfigError(f"n_trials must be >= 1, got {self.n_trials}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}")
+        for name, domain in FIELD_DOMAINS.items():
+            value = getattr(self, name)
+            if value is None and name in nullable_fields():
+                continue
+            try:
+                domain.check(name, value)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.report_to not in TRACKERS:
             raise ConfigError(f"report_to must be one of {TRACKERS}, got {self.report_to!r}")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"pruner must be one of {PRUNERS}, got {self.pruner!r}")
-        for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-        for name in ("heartbeat_interval", "grace_period"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 second, got {value}")
         if self.threshold_metric not in THRESHOLD_METRICS:
             raise ConfigError(f"threshold_metric must be one of {THRESHOLD_METRICS}, got {self.threshold_metric!r}")
-        if self.final_max_epochs is not None and self.final_max_epochs < 1:
-            raise ConfigError(f"final_max_epochs must be >= 1, got {self.final_max_epochs}")
-        if self.final_candidates < 1:
-            raise ConfigError(f"final_candidates must be >= 1, got {self.final_candidates}")
         if self.combine not in COMBINE_METHODS:
             raise ConfigError(f"combine must be one of {COMBINE_METHODS}, got {self.combine!r}")
-        if self.search_train_samples is not None and self.search_train_samples < 1:
-            raise ConfigError(f"search_train_samples must be >= 1, got {self.search_train_samples}")
         if not isinstance(self.sampler_options, dict):
             raise ConfigError(f"sampler_options must be a mapping of keyword arguments, got {self.sampler_options!r}")
         if not isinstance(self.warm_start, list) or not all(isinstance(point, dict) for point in self.warm_start):
@@ -321,6 +338,14 @@ class RunConfig:
         from .packaged_encoders import encoder_path
 
         return encoder_path(self.model)
+
+
+@functools.lru_cache(maxsize=1)
+def nullable_fields() -> frozenset[str]:
+    """RunConfig fields whose type takes None, read from the class's annotations (HfArgumentParser rewrites
+    `int | None` to `int` in the fields' own `type`)."""
+    hints = typing.get_type_hints(RunConfig)
+    return frozenset(name for name, hint in hints.items() if type(None) in typing.get_args(hint))
 
 
 def yaml_only_fields() -> set[str]:
@@ -418,7 +443,7 @@ def _typed(action: argparse.Action, value: Any, where: str) -> Any:
     """A YAML value converted as the flag would convert it (YAML 1.1 reads `1e-4` as a string); a number where
     the flag takes a whole number must be one."""
     if action.type is int and not isinstance(value, str) and value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if not is_number(value) or not finite(value) or value != int(value):
             raise ConfigError(f"{where}: {action.dest} = {value!r} is not a valid int (a whole number)")
         return int(value)
     if action.type is float and isinstance(value, bool):
@@ -463,11 +488,13 @@ __all__ = [
     "COMBINE_METHODS",
     "DEFAULT_CONFIG",
     "DEFAULT_DATASET",
+    "FIELD_DOMAINS",
     "PACKAGED_MINILM",
     "PACKAGED_MPNET",
     "PRUNERS",
     "PRUNER_CLASS_NAMES",
     "SAMPLERS",
+    "SAMPLER_OPTION_DOMAINS",
     "SAMPLER_CLASS_NAMES",
     "TRACKERS",
     "ConfigError",

@@ -31,6 +31,7 @@ from .field_values import (
     suggest,
     training_field,
 )
+from .numeric_checks import ANY_NUMBER
 from .training_args import QRMTrainingArguments
 
 TRAINING_FIELDS = frozenset(f.name for f in fields(QRMTrainingArguments))
@@ -80,10 +81,12 @@ class Parameter:
         if "low" not in raw or "high" not in raw:
             raise SearchSpaceError(f"{where}: a {kind} parameter needs `low` and `high`")
         low, high, step = (read_number(raw.get(key)) for key in ("low", "high", "step"))
-        log = bool(raw.get("log", False))
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            raise SearchSpaceError(f"{where}.log must be true or false, got {log!r}")
         for key, value in (("low", low), ("high", high), ("step", step)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise SearchSpaceError(f"{where}.{key} must be a number, got {value!r}")
+            if value is not None and not ANY_NUMBER.contains(value):
+                raise SearchSpaceError(f"{where}.{key} must be {ANY_NUMBER.describe()}, got {value!r}")
         if kind == "int" and any(v is not None and float(v) != int(v) for v in (low, high, step)):
             raise SearchSpaceError(f"{where}: an int parameter needs whole-number low, high and step")
         if low > high:
@@ -136,6 +139,20 @@ class Parameter:
 
     def largest(self) -> Any:
         return max(self.choices) if self.type == "categorical" else self.high
+
+    def extremes(self) -> dict[str, Any]:
+        """The values at the edges of this parameter, by where the config gives them: `low` and `high` of a
+        range (a range's rules hold at every value when they hold at both ends), each of a categorical's choices.
+
+        Example:
+            >>> Parameter("num_epochs", "int", low=2, high=10).extremes()
+            {'search_space.num_epochs.low': 2, 'search_space.num_epochs.high': 10}
+        """
+        where = f"search_space.{self.name}"
+        if self.type == "categorical":
+            return {f"{where}.choices[{index}]": choice for index, choice in enumerate(self.choices)}
+        kind = int if self.type == "int" else float
+        return {f"{where}.low": kind(self.low), f"{where}.high": kind(self.high)}
 
 
 def _checked(name: str, value: Any, where: str) -> Any:
@@ -253,9 +270,12 @@ class SearchSpace:
                     f"{where}.{name}: not a searched parameter{fixed}; searched: {', '.join(self.names)}"
                 )
             distribution = distributions[name]
+            categorical = isinstance(distribution, optuna.distributions.CategoricalDistribution)
             try:
                 contained = distribution._contains(distribution.to_internal_repr(value))
             except (TypeError, ValueError):
+                contained = False
+            if isinstance(value, bool) and not categorical:  # Optuna would read `true` as 1 in a range
                 contained = False
             if not contained:
                 raise SearchSpaceError(f"{where}.{name}: {value!r} is outside the space ({_describe(distribution)})")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 # The longest input in tokens when a run says nothing (QueryRewardConfig, copied into saved models, repeats it).
@@ -74,4 +76,46 @@ class QRMTrainingArguments(TrainingArguments):
             raise ValueError(f"early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience}")
 
 
-__all__ = ["DEFAULT_MAX_LENGTH", "QRMTrainingArguments"]
+# Steps of the schedule the check runs through: enough to pass warmup and reach the end of a short schedule.
+CHECKED_SCHEDULE_STEPS = 10
+
+
+def check_optimization(args: QRMTrainingArguments) -> None:
+    """Build the optimizer and learning-rate schedule the Trainer builds from `args` (over one parameter) and run
+    the schedule to its end, so that their own validation speaks before a study rather than inside its first
+    trial: torch's (lr and eps >= 0, betas in [0, 1)), the scheduler's keywords, and a rate that must stay finite
+    and >= 0 at every step. Raises ValueError with their message.
+
+    Example:
+        >>> check_optimization(QRMTrainingArguments(output_dir="out", adam_beta1=2.0, report_to="none"))
+        Traceback (most recent call last):
+        ...
+        ValueError: Invalid beta parameter at index 0: 2.0
+    """
+    # The Trainer module is heavy and only a run's checks need it here.
+    from transformers import Trainer, get_scheduler
+
+    model = torch.nn.Linear(1, 1)
+    try:
+        optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        optimizer = optimizer_class(model.parameters(), **optimizer_kwargs)
+        scheduler = get_scheduler(
+            args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=args.get_warmup_steps(CHECKED_SCHEDULE_STEPS),
+            num_training_steps=CHECKED_SCHEDULE_STEPS,
+            scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+        )
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return  # its rate moves with the dev loss, not with steps
+        for _ in range(CHECKED_SCHEDULE_STEPS):
+            optimizer.step()
+            scheduler.step()
+            rate = scheduler.get_last_lr()[0]
+            if not (math.isfinite(rate) and rate >= 0):
+                raise ValueError(f"the {args.lr_scheduler_type} schedule reaches a learning rate of {rate}")
+    except (TypeError, ArithmeticError, ImportError) as error:  # a keyword it does not take, 0 ** -1, no package
+        raise ValueError(f"{type(error).__name__}: {error}") from None
+
+
+__all__ = ["CHECKED_SCHEDULE_STEPS", "DEFAULT_MAX_LENGTH", "QRMTrainingArguments", "check_optimization"]

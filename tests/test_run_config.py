@@ -57,7 +57,7 @@ def test_the_run_folder_names_each_file_once(tmp_path):
     ("key", "value", "message"),
     [
         ("threshold_metric", "auc", "threshold_metric must be one of ('accuracy', 'f1')"),
-        ("search_train_samples", 0, "search_train_samples must be >= 1"),
+        ("search_train_samples", 0, "search_train_samples must be a whole number >= 1"),
         ("sampler_options", [4], "sampler_options must be a mapping"),
         ("warm_start", {"dropout": 0.1}, "warm_start must be a list of {parameter: value} mappings"),
         ("n_trials", "many", "n_trials = 'many' is not a valid int"),
@@ -80,7 +80,7 @@ def test_invalid_values_name_the_file_and_key(tmp_path, key, value, message):
         (b"n_trails: 3\n", r"bad.yaml: unknown keys \['n_trails'\] \(did you mean n_trials\?\); valid keys:"),
         (b"soup_size: 3\n", r"unknown keys \['soup_size'\] \(did you mean final_candidates \(with combine: soup\)\?\)"),
         (b"combine: average\n", r"combine must be one of \('soup', 'ensemble'\), got 'average'"),
-        (b"final_candidates: 0\n", r"final_candidates must be >= 1, got 0"),
+        (b"final_candidates: 0\n", r"final_candidates must be a whole number >= 1, got 0"),
         (b"seed: 4.5\n", r"bad.yaml: seed = 4.5 is not a valid int \(a whole number\)"),
         (b"n_trials: true\n", r"bad.yaml: n_trials = True is not a valid int"),
     ],

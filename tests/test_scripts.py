@@ -96,8 +96,8 @@ def test_search_script_ships_a_combination_of_its_best_trials(tmp_path, data_dir
     ("values", "flags", "message"),
     [
         ({"n_trails": 3}, [], "unknown keys ['n_trails']"),
-        ({}, ["--n-trials", "0"], "n_trials must be >= 1"),
-        ({}, ["--n-trials", "-2"], "n_trials must be >= 1"),
+        ({}, ["--n-trials", "0"], "n_trials must be a whole number >= 1"),
+        ({}, ["--n-trials", "-2"], "n_trials must be a whole number >= 1"),
         ({}, ["--sampler", "bayes"], "sampler must be one of"),
         ({"search_space": {"dropout": {"type": "float", "low": 0.5, "high": 0.1}}}, [], "low (0.5) > high (0.1)"),
         ({"data": "MISSING"}, [], "MISSING/train.tsv"),

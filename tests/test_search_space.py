@@ -158,7 +158,7 @@ def test_yaml_1_1_float_strings_are_numbers_in_bounds_choices_and_fixed_values()
     raw = yaml.safe_load(
         "learning_rate: {type: float, low: 1e-5, high: 1e-3, log: true}\n"
         "weight_decay: {type: categorical, choices: [0.0, 1e-2]}\n"
-        "adam_beta2: 1e-0\n"
+        "adam_beta2: 9e-1\n"
         "dropout: 1e-1\n"
     )
     assert raw["learning_rate"]["low"] == "1e-5"  # PyYAML (YAML 1.1) reads it as a string
@@ -167,6 +167,6 @@ def test_yaml_1_1_float_strings_are_numbers_in_bounds_choices_and_fixed_values()
 
     assert space.distributions()["learning_rate"] == optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)
     assert space.distributions()["weight_decay"].choices == (0.0, 0.01)
-    assert space.fixed == {"adam_beta2": 1.0, "dropout": 0.1}
-    assert SearchSpace.training_arguments(space.fixed) == {"adam_beta2": 1.0}
+    assert space.fixed == {"adam_beta2": 0.9, "dropout": 0.1}
+    assert SearchSpace.training_arguments(space.fixed) == {"adam_beta2": 0.9}
     assert space.check_point({"learning_rate": "1e-4"}) == {"learning_rate": 1e-4}
