@@ -42,6 +42,9 @@ logger = logging.getLogger("uvicorn.error")
 SERVE_EXTRA_HINT = "install the serve extra: pip install 'qrm-hf[serve]' (fastapi, uvicorn)"
 # How often a waiting request checks whether its client is still there.
 DISCONNECT_POLL_SECONDS = 0.05
+# A request's text is tokenized this many characters at a time: the tokenizer's memory for it stays bounded, and
+# one over --max-request-tokens is refused after the first chunk that passes the limit, not after all of it.
+ENCODE_CHUNK_CHARS = 2**18
 
 
 class RequestError(Exception):
@@ -80,12 +83,17 @@ async def read_json_body(request: "Request", max_body_bytes: int) -> dict[str, A
                 raise RequestError(413, f"request body is over {max_body_bytes} bytes; {too_large}")
     except ClientDisconnect:
         raise ClientGone("the client disconnected while sending its request") from None
+    # Whatever the decoder raises is the body's fault: JSON over HTTP is UTF-8 (RFC 8259; json.loads would guess).
     try:
-        data = json.loads(body.decode("utf-8"))  # JSON over HTTP is UTF-8 (RFC 8259); json.loads would guess
+        data = json.loads(body.decode("utf-8"))
     except json.JSONDecodeError as error:
         raise RequestError(400, f"request body is not valid JSON: {error}") from None
     except UnicodeDecodeError as error:
         raise RequestError(400, f"request body is not valid JSON: not UTF-8 text ({error.reason})") from None
+    except RecursionError:
+        raise RequestError(400, "request body nests arrays or objects too deeply to read") from None
+    except ValueError as error:  # a number of more digits than Python converts (sys.get_int_max_str_digits)
+        raise RequestError(400, f"request body is not JSON this server reads: {str(error).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise RequestError(422, f"request body must be a JSON object, got {_json_type(data)}")
     return data
@@ -152,45 +160,25 @@ class NotReady(Exception):
         self.detail = detail
 
 
-# The handlers: plain functions of the server state and the decoded request.
+# Reading a request: every value a client sent is checked here, before any is used, and becomes a typed request.
 
 
-def encode_for_rule(scorer: "QueryScorer", texts: list[str]) -> tuple[list[list[int]], list[int]]:
-    """Token ids (cut to max_length) and full token counts of `texts`: run in a thread, off the event loop."""
-    from .scoring import normalize_query
+@dataclass(frozen=True)
+class ScoreRequest:
+    """A checked POST /score body."""
 
-    normalized = [normalize_query(text) for text in texts]
-    encoded = scorer.encode(normalized)
-    return encoded, scorer.token_counts(normalized, encoded)
-
-
-async def scores_and_counts(state: ServerState, texts: list[str], until_gone) -> tuple[list[float], list[int]]:
-    """Raw scores and token counts of `texts`, through the batcher; cancelled when the client goes away."""
-    if state.scorer is None:
-        raise NotReady(state)
-    if not texts:
-        return [], []
-    encoded, counts = await asyncio.to_thread(encode_for_rule, state.scorer, texts)
-    scoring = asyncio.ensure_future(state.batcher.score(encoded))
-    watching = asyncio.ensure_future(until_gone())
-    try:
-        done, _ = await asyncio.wait({scoring, watching}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watching.cancel()
-    if scoring not in done:
-        scoring.cancel()
-        raise ClientGone("the client disconnected")
-    return scoring.result(), counts
+    queries: list[str]
+    raw: bool = False
+    rule: RewardRule | None = None
+    prompts: list[str] | None = None
 
 
-async def rewards_of(
-    state: ServerState, texts: list[str], rule: RewardRule, raw: bool, until_gone, prompts: list[str] | None = None
-) -> list[float]:
-    """[`RewardRule.rewards`] of `texts` on the served model (the TRL function's rule, computed here)."""
-    texts = [text.strip() for text in texts]
-    written = rule.to_score(texts)
-    scores, counts = await scores_and_counts(state, [texts[index] for index in written], until_gone)
-    return rule.finish(texts, written, scores if raw else clamp(scores), counts, state.scorer.max_length, prompts)
+@dataclass(frozen=True)
+class RewardRequest:
+    """A checked POST /get_reward body: each query already without the prompt it starts with."""
+
+    queries: list[str]
+    prompts: list[str] | None = None
 
 
 def checked_prompts(rule: RewardRule, queries: list[str], prompts: list[str] | None, field: str) -> None:
@@ -201,9 +189,8 @@ def checked_prompts(rule: RewardRule, queries: list[str], prompts: list[str] | N
         raise RequestError(422, f"'{field}': {error}") from None
 
 
-async def handle_score(state: ServerState, data: dict[str, Any], until_gone) -> dict[str, Any]:
-    """POST /score: the scores `QueryScorer.score` gives, in order; with `reward_rule` also the rewards."""
-    config = state.config
+def parse_score(data: dict[str, Any], config: ServeConfig) -> ScoreRequest:
+    """The /score request in `data`; RequestError naming the first field that is wrong."""
     queries = string_list(data, "queries", config.max_queries_per_request)
     raw = data.get("raw", False)
     if not isinstance(raw, bool):
@@ -219,8 +206,102 @@ async def handle_score(state: ServerState, data: dict[str, Any], until_gone) -> 
         raise RequestError(422, "'prompts' are read by a reward_rule only: send one, or leave 'prompts' out")
     if rule is not None:
         checked_prompts(rule, queries, prompts, "prompts")
+    return ScoreRequest(queries, raw, rule, prompts)
+
+
+def parse_get_reward(data: dict[str, Any], config: ServeConfig) -> RewardRequest:
+    """The /get_reward request in `data` (OpenRLHF's body); RequestError naming the first field that is wrong."""
+    queries = string_list(data, "query", config.max_queries_per_request)
+    prompts = string_list(data, "prompts", config.max_queries_per_request, required=False)
+    if prompts is not None:
+        if len(prompts) != len(queries):
+            raise RequestError(422, f"'prompts' has {len(prompts)} items but 'query' has {len(queries)}")
+        queries = [without_prompt(query, prompt) for query, prompt in zip(queries, prompts, strict=True)]
+    checked_prompts(config.rule(), queries, prompts, "prompts")
+    return RewardRequest(queries, prompts)
+
+
+def parse_request(parse: "Callable[[dict[str, Any], ServeConfig], Any]", data: dict[str, Any], config: ServeConfig):
+    """`parse(data, config)`, where any failure is the client's: a body of a shape the checks miss is still
+    refused with 422, never answered 500, and logged with its traceback so that the check can be written."""
+    try:
+        return parse(data, config)
+    except RequestError:
+        raise
+    except Exception as error:
+        logger.warning("a request body no check refused failed to parse", exc_info=True)
+        raise RequestError(422, f"request body cannot be read: {type(error).__name__}: {error}") from None
+
+
+# The handlers: plain functions of the server state and a checked request.
+
+
+def encode_for_rule(scorer: "QueryScorer", texts: list[str], max_tokens: int) -> tuple[list[list[int]], list[int]]:
+    """Token ids (cut to max_length) and full token counts of `texts`, tokenized `ENCODE_CHUNK_CHARS` characters
+    at a time; RequestError 413 as soon as the ids pass `max_tokens`. Run in a thread, off the event loop."""
+    from .scoring import MAX_CHARS_PER_TOKEN, normalize_query
+
+    read = scorer.max_length * MAX_CHARS_PER_TOKEN  # what `encode` reads of a text
+    encoded: list[list[int]] = []
+    counts: list[int] = []
+    tokens, start = 0, 0
+    while start < len(texts):
+        end, chars = start + 1, min(len(texts[start]), read)
+        while end < len(texts) and chars + min(len(texts[end]), read) <= ENCODE_CHUNK_CHARS:
+            chars += min(len(texts[end]), read)
+            end += 1
+        normalized = [normalize_query(text) for text in texts[start:end]]
+        ids = scorer.encode(normalized)
+        tokens += sum(len(sequence) for sequence in ids)
+        if tokens > max_tokens:
+            raise RequestError(
+                413,
+                f"the request has more than {max_tokens} tokens (its first {end} texts hold {tokens}, each cut to "
+                f"{scorer.max_length}); this server accepts at most {max_tokens} tokens per request "
+                "(--max-request-tokens): split it",
+            )
+        encoded += ids
+        counts += scorer.token_counts(normalized, ids)
+        start = end
+    return encoded, counts
+
+
+async def scores_and_counts(state: ServerState, texts: list[str], until_gone) -> tuple[list[float], list[int]]:
+    """Raw scores and token counts of `texts`, through the batcher; cancelled when the client goes away."""
+    if state.scorer is None:
+        raise NotReady(state)
+    if not texts:
+        return [], []
+    limit = state.config.max_request_tokens
+    encoded, counts = await asyncio.to_thread(encode_for_rule, state.scorer, texts, limit)
+    scoring = asyncio.ensure_future(state.batcher.score(encoded))
+    watching = asyncio.ensure_future(until_gone())
+    try:
+        done, _ = await asyncio.wait({scoring, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not scoring.done():  # the client left, or the shutdown's grace ran out: its queries are dropped
+            scoring.cancel()
+    if scoring not in done:
+        raise ClientGone("the client disconnected")
+    return scoring.result(), counts
+
+
+async def rewards_of(
+    state: ServerState, texts: list[str], rule: RewardRule, raw: bool, until_gone, prompts: list[str] | None = None
+) -> list[float]:
+    """[`RewardRule.rewards`] of `texts` on the served model (the TRL function's rule, computed here)."""
+    texts = [text.strip() for text in texts]
+    written = rule.to_score(texts)
+    scores, counts = await scores_and_counts(state, [texts[index] for index in written], until_gone)
+    return rule.finish(texts, written, scores if raw else clamp(scores), counts, state.scorer.max_length, prompts)
+
+
+async def handle_score(state: ServerState, request: ScoreRequest, until_gone) -> dict[str, Any]:
+    """POST /score: the scores `QueryScorer.score` gives, in order; with `reward_rule` also the rewards."""
+    queries, rule, prompts = request.queries, request.rule, request.prompts
     scores, counts = await scores_and_counts(state, queries, until_gone)
-    scores = scores if raw else clamp(scores)
+    scores = scores if request.raw else clamp(scores)
     answer: dict[str, Any] = {"scores": scores}
     if rule is not None:
         if all(query == query.strip() for query in queries):  # the scores are those of the texts the rule reads
@@ -228,27 +309,28 @@ async def handle_score(state: ServerState, data: dict[str, Any], until_gone) -> 
             chosen = [scores[i] for i in written], [counts[i] for i in written]
             answer["rewards"] = rule.finish(queries, written, *chosen, state.scorer.max_length, prompts)
         else:
-            answer["rewards"] = await rewards_of(state, queries, rule, raw, until_gone, prompts)
-    answer.update(model=config.model, decision_threshold=state.scorer.decision_threshold)
+            answer["rewards"] = await rewards_of(state, queries, rule, request.raw, until_gone, prompts)
+    answer.update(model=state.config.model, decision_threshold=state.scorer.decision_threshold)
     return answer
 
 
-async def handle_get_reward(state: ServerState, data: dict[str, Any], until_gone) -> dict[str, Any]:
+def judged_texts(text: str, cleaner: "PolicyTextCleaner | None", argument_names: tuple[str, ...]) -> list[str]:
+    """[`policy_queries`] of one completion; a `<tool_call>` block nested past what the JSON parser reads is
+    unreadable, as one that is not JSON is, so the completion is judged by its text."""
+    try:
+        return policy_queries(text, cleaner, argument_names)
+    except RecursionError:
+        return policy_queries(text, cleaner, ())
+
+
+async def handle_get_reward(state: ServerState, request: RewardRequest, until_gone) -> dict[str, Any]:
     """POST /get_reward (OpenRLHF): each query without the prompt it starts with, under the server's rule."""
-    config = state.config
-    queries = string_list(data, "query", config.max_queries_per_request)
-    prompts = string_list(data, "prompts", config.max_queries_per_request, required=False)
-    if prompts is not None:
-        if len(prompts) != len(queries):
-            raise RequestError(422, f"'prompts' has {len(prompts)} items but 'query' has {len(queries)}")
-        queries = [without_prompt(query, prompt) for query, prompt in zip(queries, prompts, strict=True)]
-    rule = config.rule()
-    checked_prompts(rule, queries, prompts, "prompts")
+    config, prompts = state.config, request.prompts
     # What the policy wrote: its tool calls' queries, else the response without template and special tokens.
-    judged = [policy_queries(query, state.cleaner, config.tool_argument_names) for query in queries]
+    judged = [judged_texts(query, state.cleaner, config.tool_argument_names) for query in request.queries]
     flat = [text for texts in judged for text in texts]
     asked = [prompt for prompt, texts in zip(prompts, judged, strict=True) for _ in texts] if prompts else None
-    values = await rewards_of(state, flat, rule, False, until_gone, asked)
+    values = await rewards_of(state, flat, config.rule(), False, until_gone, asked)
     rewards, start = [], 0
     for texts in judged:
         rewards.append(combine_rewards(values[start : start + len(texts)], config.tool_combine))
@@ -274,7 +356,9 @@ def handle_info(state: ServerState) -> dict[str, Any]:
         "max_batch_size": config.max_batch_size,
         "pass_overhead_tokens": batcher.pass_overhead_tokens,
         "max_queries_per_request": config.max_queries_per_request,
+        "max_request_tokens": config.max_request_tokens,
         "max_body_bytes": config.max_body_bytes,
+        "shutdown_grace_seconds": config.shutdown_grace_seconds,
         "reward_rule": config.rule().to_dict(),
         "batches": batcher.batches,
         "queries": batcher.queries,
@@ -294,16 +378,44 @@ def default_loader(config: ServeConfig) -> "Callable[[], QueryScorer]":
     return load
 
 
+class LoadError(Exception):
+    """The model or the policy tokenizer failed to load: the message, one line, names which and why."""
+
+
+def one_line(error: BaseException) -> str:
+    """`error`'s message on one line; its type named where the message alone is not a loader's own."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    return message if isinstance(error, (OSError, ValueError)) else f"{type(error).__name__}: {message}"
+
+
+def load_model(config: ServeConfig) -> ServerState:
+    """The state of a server whose model is loaded: `config`'s policy-text cleaner and its scorer, which
+    `QueryScorer.from_pretrained` checks (the folder's files and config.json, then a finite score on a fixed
+    text). Raises LoadError naming the flag, the file and the key, before any port is opened."""
+    state = ServerState(config)
+    try:
+        state.cleaner = config.cleaner()
+    except Exception as error:
+        raise LoadError(f"cannot load --policy-tokenizer {config.policy_tokenizer}: {one_line(error)}") from error
+    try:
+        state.scorer = default_loader(config)()
+    except Exception as error:
+        raise LoadError(f"cannot load --model {config.model}: {one_line(error)}") from error
+    return state
+
+
 def create_app(
     config: ServeConfig,
     load_scorer: "Callable[[], QueryScorer] | None" = None,
     on_load_error: Callable[[BaseException], None] | None = None,
+    loaded: ServerState | None = None,
 ) -> "FastAPI":
-    """The FastAPI app of `config`; the model is loaded in the background once the app starts.
+    """The FastAPI app of `config`: ready as soon as it starts with a `loaded` state (from [`load_model`], as
+    `qrm serve` does), else the model is loaded in the background once the app starts.
 
     `load_scorer` (default: `QueryScorer.from_pretrained` with `config`'s model, revision, device, dtype and
     backend) runs in a thread, so /health answers 503 while it runs. If it fails, /health keeps answering 503
-    with the error and `on_load_error` is called (the `qrm serve` command stops the server there).
+    with the error and `on_load_error` is called.
     """
     try:
         from fastapi import FastAPI, Request
@@ -311,19 +423,10 @@ def create_app(
     except ImportError as error:
         raise ImportError(f"qrm serve needs fastapi: {SERVE_EXTRA_HINT}") from error
 
-    state = ServerState(config)
+    state = ServerState(config) if loaded is None else loaded
     load_scorer = load_scorer or default_loader(config)
 
-    async def load() -> None:
-        try:
-            state.cleaner = await asyncio.to_thread(config.cleaner)
-            scorer = await asyncio.to_thread(load_scorer)
-        except Exception as error:
-            state.load_error = f"cannot load model {config.model}: {type(error).__name__}: {error}"
-            logger.error(state.load_error)
-            if on_load_error is not None:
-                on_load_error(error)
-            return
+    def start(scorer: "QueryScorer") -> None:
         # Raw outputs, one forward pass per call: each request clamps its own, so raw and clamped share passes.
         state.batcher = ContinuousBatcher(
             functools.partial(scorer.score_ids, raw=True),
@@ -335,25 +438,45 @@ def create_app(
         state.scorer = scorer
         logger.info("model %s loaded on %s (%s); ready", config.model, scorer.device, config.backend)
 
+    async def load() -> None:
+        try:
+            state.cleaner = await asyncio.to_thread(config.cleaner)
+            scorer = await asyncio.to_thread(load_scorer)
+        except Exception as error:
+            state.load_error = f"cannot load model {config.model}: {type(error).__name__}: {error}"
+            logger.error(state.load_error)
+            if on_load_error is not None:
+                on_load_error(error)
+            return
+        start(scorer)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(load())
+        loading = None
+        if loaded is None:
+            loading = asyncio.create_task(load())
+        else:
+            start(loaded.scorer)  # before uvicorn listens: no request finds the scorer without its batcher
         yield
-        loading.cancel()
+        if loading is not None:
+            loading.cancel()
         if state.batcher is not None:
             await state.batcher.close()
 
     app = FastAPI(title="qrm_hf query reward scorer", version=qrm_hf_version(), lifespan=lifespan)
     app.state.qrm = state
 
+    def refusal(status: int, content: dict[str, Any]) -> Response:
+        # ASCII JSON: a message that quotes a client's lone surrogate ("\ud800") still encodes.
+        return Response(json.dumps(content), status_code=status, media_type="application/json")
+
     @app.exception_handler(RequestError)
-    async def refuse(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": error.message}, status_code=error.status)
+    async def refuse(request: Request, error: RequestError) -> Response:
+        return refusal(error.status, {"detail": error.message})
 
     @app.exception_handler(NotReady)
-    async def not_ready(request: Request, error: NotReady) -> JSONResponse:
-        status = "failed" if error.failed else "loading"
-        return JSONResponse({"status": status, "detail": error.detail}, status_code=503)
+    async def not_ready(request: Request, error: NotReady) -> Response:
+        return refusal(503, {"status": "failed" if error.failed else "loading", "detail": error.detail})
 
     def watcher(request: Request):
         async def until_gone() -> None:
@@ -362,28 +485,33 @@ def create_app(
 
         return until_gone
 
-    async def answer(handler, request: Request):
+    async def answer(parse, handler, request: Request):
         try:
             data = await read_json_body(request, config.max_body_bytes)
-            return JSONResponse(await handler(state, data, watcher(request)))
+            return JSONResponse(await handler(state, parse_request(parse, data, config), watcher(request)))
         except (RequestError, NotReady):
             raise
         except ClientGone:
             # One line, not a traceback: a client that gave up (a timeout) is an everyday event for a reward server.
             logger.info("%s: the client disconnected; its queries were dropped", request.url.path)
             return Response(status_code=499)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when --shutdown-grace-seconds are over: a line and a 503 the client
+            # may send again elsewhere, rather than a traceback per request.
+            logger.warning("%s: unanswered when the shutdown's grace ran out; cancelled", request.url.path)
+            return refusal(503, {"detail": "the server shut down before this request was answered: send it again"})
         except Exception as error:
-            return JSONResponse({"detail": f"scoring failed: {type(error).__name__}: {error}"}, status_code=500)
+            return refusal(500, {"detail": f"scoring failed: {type(error).__name__}: {error}"})
 
     @app.post("/score")
     async def score(request: Request):
         """{"queries": [str, ...], "raw": false, "reward_rule": null} -> {"scores": [...], ...}"""
-        return await answer(handle_score, request)
+        return await answer(parse_score, handle_score, request)
 
     @app.post("/get_reward")
     async def get_reward(request: Request):
         """OpenRLHF's remote reward: {"query": [str, ...], "prompts": [str, ...], ...} -> {"rewards": [...]}."""
-        return await answer(handle_get_reward, request)
+        return await answer(parse_get_reward, handle_get_reward, request)
 
     @app.get("/health")
     async def health():
@@ -399,24 +527,20 @@ def create_app(
     return app
 
 
-def serve(config: ServeConfig) -> int:
-    """Run the server until SIGTERM or Ctrl-C; returns 0 after a graceful shutdown, 1 if the model failed to load.
+def serve(config: ServeConfig, loaded: ServerState | None = None) -> int:
+    """Run the server until SIGTERM or Ctrl-C; returns 0 once it has stopped.
 
-    On SIGTERM uvicorn stops accepting connections, finishes the requests in flight, then stops the batcher.
+    The model is loaded first ([`load_model`], unless `loaded` is given), so a model that fails raises LoadError
+    before the port is opened. On SIGTERM uvicorn stops accepting connections and gives the requests in flight
+    `config.shutdown_grace_seconds` to finish; then it cancels what is left (a client that sent half a request,
+    or reads no answer), stops the batcher and returns.
     """
     try:
         import uvicorn
     except ImportError as error:
         raise ImportError(f"qrm serve needs uvicorn: {SERVE_EXTRA_HINT}") from error
 
-    server: uvicorn.Server | None = None
-    failures: list[BaseException] = []
-
-    def stop(error: BaseException) -> None:
-        failures.append(error)
-        server.should_exit = True
-
-    app = create_app(config, on_load_error=stop)
+    app = create_app(config, loaded=loaded if loaded is not None else load_model(config))
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -424,6 +548,7 @@ def serve(config: ServeConfig) -> int:
             port=config.port,
             log_level=config.log_level,
             access_log=LOG_LEVELS.index(config.log_level) >= LOG_LEVELS.index("info"),
+            timeout_graceful_shutdown=config.shutdown_grace_seconds,
         )
     )
     # After a graceful shutdown uvicorn raises the signal again so the previous handler runs: with the default
@@ -434,14 +559,17 @@ def serve(config: ServeConfig) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 1 if failures else 0
+    return 0
 
 
 __all__ = [
     "BACKENDS",
     "DTYPES",
     "LOG_LEVELS",
+    "LoadError",
     "RequestError",
+    "RewardRequest",
+    "ScoreRequest",
     "ServeConfig",
     "ServerState",
     "clamp",
@@ -449,6 +577,10 @@ __all__ = [
     "handle_get_reward",
     "handle_info",
     "handle_score",
+    "load_model",
+    "parse_get_reward",
+    "parse_request",
+    "parse_score",
     "read_json_body",
     "serve",
     "string_list",

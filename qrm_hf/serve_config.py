@@ -5,6 +5,7 @@ Standard library only, so `qrm serve --help` answers without torch or the serve 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .reward_rule import DEFAULT_MAX_REPEATED_SHARE, DEFAULT_MIN_CONTENT_WORDS, RewardRule
@@ -17,6 +18,9 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # stays one pass and the p99 at 8 clients is no worse than passes of one request. A GPU runs a wide pass for
 # about the price of a narrow one, so there the fewest passes the caps allow win.
 CPU_PASS_OVERHEAD_TOKENS = 256
+# 32 passes of the default max_batch_tokens: 10,000 search queries of 26 tokens, yet not 10,000 that each fill a
+# max_length of 64, whose tokenizing and scoring held a 2-core server for minutes.
+DEFAULT_MAX_REQUEST_TOKENS = 2**18
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,22 @@ class ServeConfig:
     )  # fmt: skip
     # Limits: a request over them is refused with 413 before any scoring
     max_queries_per_request: int = field(default=10_000, metadata={"help": "Most queries in one request."})
+    max_request_tokens: int = field(
+        default=DEFAULT_MAX_REQUEST_TOKENS,
+        metadata={
+            "help": "Most tokens in one request, counted as the model reads them (each query cut to max_length, "
+            "special tokens included): what bounds the memory and time one request takes."
+        },
+    )
     max_body_bytes: int = field(default=16 * 2**20, metadata={"help": "Largest request body in bytes."})
+    # Shutting down
+    shutdown_grace_seconds: float = field(
+        default=10.0,
+        metadata={
+            "help": "On SIGTERM or Ctrl-C, how long requests in flight may take to finish; then they are cancelled "
+            "and the server exits, whatever its clients do (a half-sent request, an answer never read)."
+        },
+    )
     log_level: str = field(
         default="info",
         metadata={"help": f"One of {', '.join(LOG_LEVELS)}; below info, no access log.", "choices": LOG_LEVELS},
@@ -134,9 +153,21 @@ class ServeConfig:
             raise ValueError(f"port (--port) must be in 0..65535, got {self.port}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend (--backend) must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        for name in ("max_batch_tokens", "max_batch_size", "max_queries_per_request", "max_body_bytes"):
+        limits = (
+            "max_batch_tokens",
+            "max_batch_size",
+            "max_queries_per_request",
+            "max_request_tokens",
+            "max_body_bytes",
+        )
+        for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.shutdown_grace_seconds < math.inf:
+            raise ValueError(
+                f"shutdown_grace_seconds (--shutdown-grace-seconds) must be a number of seconds >= 0, "
+                f"got {self.shutdown_grace_seconds}"
+            )
         if self.pass_overhead_tokens is not None and self.pass_overhead_tokens < 0:
             raise ValueError(
                 f"pass_overhead_tokens (--pass-overhead-tokens) must be >= 0, got {self.pass_overhead_tokens}"
@@ -186,4 +217,4 @@ class ServeConfig:
         )
 
 
-__all__ = ["BACKENDS", "CPU_PASS_OVERHEAD_TOKENS", "DTYPES", "LOG_LEVELS", "ServeConfig"]
+__all__ = ["BACKENDS", "CPU_PASS_OVERHEAD_TOKENS", "DEFAULT_MAX_REQUEST_TOKENS", "DTYPES", "LOG_LEVELS", "ServeConfig"]

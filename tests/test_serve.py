@@ -145,13 +145,45 @@ def scorer(saved_model_dir) -> QueryScorer:
     return QueryScorer.from_pretrained(saved_model_dir, device="cpu")
 
 
+# Room for 7 queries that fill the tiny model's max_length of 128 tokens, not for 8.
+SERVER_MAX_REQUEST_TOKENS = 1000
+
+
 @pytest.fixture(scope="module")
 def server(saved_model_dir, tmp_path_factory) -> str:
     """The URL of a server with small batches and limits, shared by the module's HTTP tests."""
     flags = ["--max-batch-size", "8", "--max-batch-tokens", "256", "--max-queries-per-request", "50"]
-    flags += ["--max-body-bytes", "20000"]
+    flags += ["--max-body-bytes", "20000", "--max-request-tokens", str(SERVER_MAX_REQUEST_TOKENS)]
     with running_server(saved_model_dir, tmp_path_factory.mktemp("serve") / "server.log", *flags) as (url, _):
         yield url
+
+
+def test_encoding_a_chunk_at_a_time_gives_what_encoding_at_once_gives(scorer, monkeypatch):
+    from qrm_hf import serve
+    from qrm_hf.scoring import normalize_query
+
+    texts = [*POOL, *COMPLETIONS] * 3
+    normalized = [normalize_query(text) for text in texts]
+    monkeypatch.setattr(serve, "ENCODE_CHUNK_CHARS", 50)  # many chunks, and texts longer than one
+
+    encoded, counts = serve.encode_for_rule(scorer, texts, max_tokens=10**6)
+
+    assert encoded == scorer.encode(normalized)
+    assert counts == scorer.token_counts(normalized)
+
+
+def test_encoding_stops_at_the_first_chunk_over_the_token_limit(scorer, monkeypatch):
+    from qrm_hf import serve
+
+    monkeypatch.setattr(serve, "ENCODE_CHUNK_CHARS", 12_000)
+    texts = ["owls hunt at night " * 60] * 10_000  # 1140 characters, 128 tokens once cut: 10 texts a chunk
+
+    with pytest.raises(serve.RequestError) as refused:
+        serve.encode_for_rule(scorer, texts, max_tokens=1000)
+
+    assert refused.value.status == 413
+    assert "more than 1000 tokens (its first 10 texts hold 1280, each cut to 128)" in refused.value.message
+    assert "at most 1000 tokens per request (--max-request-tokens)" in refused.value.message
 
 
 @pytest.mark.slow
@@ -284,6 +316,7 @@ def test_health_and_info_describe_the_served_model(server, scorer, saved_model_d
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     assert info["max_batch_size"] == 8 and info["max_batch_tokens"] == 256 and info["backend"] == "torch"
     assert info["pass_overhead_tokens"] == CPU_PASS_OVERHEAD_TOKENS  # the CPU default: no flag given
+    assert info["max_request_tokens"] == SERVER_MAX_REQUEST_TOKENS and info["shutdown_grace_seconds"] == 10.0
     assert info["reward_rule"] == {
         "empty_score": 0.0,
         "length_guard": True,
@@ -404,7 +437,9 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(saved_model_dir, sco
     log = tmp_path / "server.log"
     # Small passes and rounds keep most of a large request in the batcher's queue while the signal arrives.
     queries = [QUERIES[i % 4] + f" number {i}" for i in range(3000)]
-    with running_server(saved_model_dir, log, "--max-batch-tokens", "32") as (url, process):
+    # A grace far longer than the request takes, however slow the machine.
+    flags = ["--max-batch-tokens", "32", "--shutdown-grace-seconds", "600"]
+    with running_server(saved_model_dir, log, *flags) as (url, process):
         with ThreadPoolExecutor(max_workers=1) as pool:
             in_flight = pool.submit(http, "POST", url + "/score", {"queries": queries})
             deadline = time.monotonic() + 30
@@ -422,33 +457,62 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(saved_model_dir, sco
         http("GET", url + "/health", timeout=5)
 
 
+def broken_copy(saved_model_dir: Path, folder: Path, breakage: str) -> Path:
+    """A copy of the saved model broken one way: its weights, a config.json key, or the scores it computes."""
+    shutil.copytree(saved_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    if breakage == "corrupt weights":
+        (folder / "model.safetensors").write_bytes(b"not weights")
+    elif breakage == "weights that score NaN":
+        from safetensors.torch import load_file, save_file
+
+        tensors = {name: tensor.fill_(math.nan) for name, tensor in load_file(folder / "model.safetensors").items()}
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    else:
+        key, value = {"unknown pooling": ("pooling", "max"), "negative max_length": ("max_length", -1),
+                      "ensemble_size the weights lack": ("ensemble_size", 3),
+                      "another model_type": ("model_type", "bert")}[breakage]  # fmt: skip
+        (folder / "config.json").write_text(json.dumps({**config, key: value}))
+    return folder
+
+
+BROKEN_MODELS = {
+    "corrupt weights": ["model.safetensors", "save or download the model again"],
+    "weights that score NaN": ["scores the query", "as nan", "config.json"],
+    "unknown pooling": ["config.json", "pooling must be one of ('cls', 'mean'), got 'max'"],
+    "negative max_length": ["config.json: max_length = -1"],
+    "ensemble_size the weights lack": ["as nan", "config.json", "ensemble_size"],
+    "another model_type": ["config.json has model_type 'bert'"],
+}
+
+
 @pytest.mark.slow
-def test_corrupt_weights_are_refused_before_the_server_listens(saved_model_dir, tmp_path):
-    broken = tmp_path / "broken-model"
-    shutil.copytree(saved_model_dir, broken)
-    (broken / "model.safetensors").write_bytes(b"not weights")
-    command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(broken), "--port", str(free_port())]
+@pytest.mark.parametrize("breakage", BROKEN_MODELS)
+def test_a_model_that_fails_to_load_is_one_error_line_and_exit_2_before_the_port_opens(
+    saved_model_dir, tmp_path, breakage
+):
+    """The whole load (files, config.json, weights, a finite score on a fixed text) runs before uvicorn starts:
+    the port never accepts a connection while the command runs, and stderr is the one line naming the problem."""
+    import socket
 
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    broken = broken_copy(saved_model_dir, tmp_path / "broken-model", breakage)
+    port = free_port()
+    command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(broken), "--port", str(port)]
+    process = subprocess.Popen(command + ["--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    accepted = 0
+    deadline = time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            accepted += 1
+        time.sleep(0.05)
+    out, err = process.communicate(timeout=60)
 
-    assert result.returncode == 2
-    assert "model.safetensors" in result.stderr and "save or download the model again" in result.stderr
-
-
-def test_model_that_fails_to_load_stops_the_server_with_status_1(saved_model_dir, tmp_path):
-    """A folder that passes the checks but cannot be built (a head setting this version does not know)."""
-    import json
-
-    broken = tmp_path / "unbuildable-model"
-    shutil.copytree(saved_model_dir, broken)
-    config = json.loads((broken / "config.json").read_text())
-    (broken / "config.json").write_text(json.dumps({**config, "pooling": "max"}))
-    command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(broken), "--port", str(free_port())]
-
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
-
-    assert result.returncode == 1
-    assert f"cannot load model {broken}" in result.stderr
+    assert process.returncode == 2, err
+    assert accepted == 0
+    assert err.strip().splitlines() == [err.strip()] and "Uvicorn running" not in out + err, out + err
+    assert err.startswith(f"error: cannot load --model {broken}: ")
+    for words in BROKEN_MODELS[breakage]:
+        assert words in err
 
 
 def test_health_is_503_until_the_model_is_loaded_and_the_client_retries_through_it(saved_model_dir):
@@ -519,3 +583,215 @@ def test_invisible_characters_do_not_beat_the_guards_on_any_reward_path(server, 
     assert make_reward_function(server)(prompts=["p", "p"], completions=hidden) == pytest.approx(
         [plain, plain], abs=BATCH_TOLERANCE
     )
+
+
+# Shutting down whatever the clients do
+
+
+def stalled_clients(port: int, large_request: bytes) -> dict[str, bytes]:
+    """What each stalled client sends, then it sends nothing more and reads nothing."""
+    head = f"POST /score HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    return {
+        "connected, silent": b"",
+        "half its headers": head.encode()[:40],
+        "its headers, then half the body they declare": f"{head}Content-Length: 1000\r\n\r\n".encode()
+        + b'{"queries": ["ow',
+        "a chunked body never ended": f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + b'5\r\n{"que\r\n',
+        "a large request, its answer never read": f"{head}Content-Length: {len(large_request)}\r\n\r\n".encode()
+        + large_request,
+    }
+
+
+@pytest.mark.slow
+def test_sigterm_exits_0_within_the_grace_whatever_the_clients_do(saved_model_dir, tmp_path):
+    """Stalled clients of several shapes at once, and a keep-alive one: SIGTERM still ends the server within
+    --shutdown-grace-seconds (2 here), where a half-sent request used to hold it for good."""
+    import socket
+
+    log = tmp_path / "server.log"
+    large = json.dumps({"queries": [QUERIES[i % 4] + f" number {i}" for i in range(3000)]}).encode()
+    flags = ["--shutdown-grace-seconds", "2", "--max-batch-tokens", "32"]
+    with running_server(saved_model_dir, log, *flags) as (url, process):
+        port = int(url.rsplit(":", 1)[1])
+        clients = []
+        for message in stalled_clients(port, large).values():
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so an unread answer fills it early
+            client.connect(("127.0.0.1", port))
+            client.sendall(message)
+            clients.append(client)
+        idle = socket.create_connection(("127.0.0.1", port))  # answered once, then kept open
+        idle.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 30
+        while http("GET", url + "/info")[1]["queued"] == 0:
+            assert time.monotonic() < deadline, "the large request never reached the queue"
+            time.sleep(0.02)
+
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"qrm serve still runs 30 s after SIGTERM with a 2 s grace:\n{log.read_text()}")
+        finally:
+            for client in [*clients, idle]:
+                client.close()
+
+    text = log.read_text()
+    assert code == 0, text
+    # The half-sent requests held the server until the grace ran out; each was cancelled with one line.
+    assert "timeout graceful shutdown exceeded" in text
+    assert text.count("unanswered when the shutdown's grace ran out; cancelled") >= 2
+    assert "Traceback" not in text
+
+
+# Malformed bodies: every shape of JSON in every field, and bytes that are not JSON, are 4xx, never 500
+
+# One value of each JSON type, the containers a list of strings could be confused with, and a lone surrogate.
+JSON_VALUES = [None, True, 0, -1, 2.5, 1e308, "", "owls", "\ud800", [], [None], [1], ["owls", 7], [[]], [["owls"]]]
+JSON_VALUES += [[{}], [{"q": 1}], {}, {"queries": ["owls"]}, {"\ud800": 1}]
+DEEP = "[" * 5000 + "]" * 5000  # past the JSON parser's recursion limit
+LONG_NUMBER = "7" * 5000  # past Python's digits for an int
+
+
+def malformed_bodies() -> list[tuple[str, bytes]]:
+    bodies = []
+    for path, base in (("/score", {"queries": ["owls"]}), ("/get_reward", {"query": ["owls"]})):
+        bodies += [(path, json.dumps(value).encode()) for value in JSON_VALUES]  # a top level that is not an object
+        for field in [*base, "prompts", "raw", "reward_rule", "unknown"]:
+            for value in JSON_VALUES:
+                bodies.append((path, json.dumps({**base, field: value}).encode()))
+            for raw in (DEEP, LONG_NUMBER, "NaN", "-Infinity", f"[{LONG_NUMBER}]", f'["owls", {DEEP}]'):
+                bodies.append((path, json.dumps({**base, field: None}).replace("null", raw).encode()))
+        for field in RewardRule.field_names():
+            bodies += [(path, json.dumps({**base, "reward_rule": {field: value}}).encode()) for value in JSON_VALUES]
+        bodies += [(path, body) for body in (DEEP.encode(), LONG_NUMBER.encode(), b"", b" ", b"\xef\xbb\xbf{}")]
+        bodies += [(path, b'{"queries": ["\xff\xfe"], "query": ["\xc0\xaf"]}'), (path, b"queries=owls&query=owls")]
+        bodies += [(path, b'{"queries": ["owls"], "query": ["owls"]'), (path, b"\x00" * 10)]
+    return bodies
+
+
+def post_bytes(url: str, body: bytes, content_type: str | None = "application/json") -> tuple[int, bytes]:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.mark.slow
+def test_no_malformed_body_gets_a_500(server, scorer):
+    bodies = malformed_bodies()
+    answers = [(path, body, *post_bytes(server + path, body)) for path, body in bodies]
+
+    server_errors = [(path, body[:80], status, text[:200]) for path, body, status, text in answers if status >= 500]
+    assert server_errors == []
+    refused = [(status, json.loads(text)) for _, _, status, text in answers if status != 200]
+    assert len(refused) > len(bodies) // 2
+    assert all(status in (400, 413, 422) and isinstance(answer["detail"], str) for status, answer in refused)
+    assert http("POST", server + "/score", {"queries": QUERIES})[1]["scores"] == pytest.approx(
+        scorer.score(QUERIES), abs=BATCH_TOLERANCE
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (DEEP.encode(), "request body nests arrays or objects too deeply to read"),
+        (b'{"queries": [' + DEEP.encode() + b"]}", "request body nests arrays or objects too deeply to read"),
+        (b'{"queries": ["owls"], "raw": ' + LONG_NUMBER.encode() + b"}", "Exceeds the limit (4300 digits)"),
+        (b"queries=owls", "request body is not valid JSON"),
+    ],
+)
+def test_bodies_the_decoder_chokes_on_are_400_naming_why(server, body, message):
+    status, text = post_bytes(server + "/score", body)
+
+    assert status == 400 and message in json.loads(text)["detail"]
+    assert "set_int_max_str_digits" not in json.loads(text)["detail"]
+
+
+@pytest.mark.slow
+def test_the_content_type_is_not_what_decides(server, scorer):
+    """A JSON body is read as JSON whatever its Content-Type says (curl -d sends form-urlencoded); a body that is
+    not JSON is 400 whatever it says."""
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        status, text = post_bytes(server + "/score", json.dumps({"queries": ["owls"]}).encode(), content_type)
+        assert status == 200 and json.loads(text)["scores"] == pytest.approx(scorer.score(["owls"]), abs=1e-4)
+        assert post_bytes(server + "/get_reward", b"query=owls", content_type)[0] == 400
+
+
+@pytest.mark.slow
+def test_a_tool_call_nested_past_the_parser_is_judged_by_its_text(server):
+    """A policy's <tool_call> block nested deeper than the JSON parser reads is unreadable, as a block that is not
+    JSON is: its completion still gets a reward, not a 500."""
+    nested = '<tool_call>{"name": "search", "arguments": ' + DEEP + "}</tool_call>"
+    unreadable = '<tool_call>{"name": "search", "arguments": [}</tool_call>'
+
+    status, answer = http("POST", server + "/get_reward", {"query": [nested, unreadable]})
+
+    assert status == 200 and len(answer["rewards"]) == 2 and all(math.isfinite(r) for r in answer["rewards"])
+
+
+# Requests bounded in tokens
+
+FULL = "owls hunt at night " * 60  # far over the tiny model's max_length of 128 tokens: cut to exactly 128
+
+
+@pytest.mark.slow
+def test_a_request_at_the_token_limit_is_scored(server, scorer):
+    queries = [FULL + str(i) for i in range(7)]  # 7 x 128 = 896 tokens of 1000
+
+    status, answer = http("POST", server + "/score", {"queries": queries})
+
+    assert status == 200 and answer["scores"] == pytest.approx(scorer.score(queries), abs=BATCH_TOLERANCE)
+
+
+OVER_TOKEN_LIMIT = [
+    ("/score", {"queries": [FULL] * 8}),  # 8 x 128 = 1024 tokens
+    # Many short ones: 50 x 21 = 1050 tokens.
+    ("/score", {"queries": ["how do owls hunt in the dark forest and what do they eat when the moon is new ?"] * 50}),
+    ("/score", {"queries": [f" {FULL}\n"] * 8, "reward_rule": {}}),  # rewards of texts that need stripping
+    ("/get_reward", {"query": [FULL] * 8}),
+    # One completion, eight tool calls: eight texts to score from one query.
+    ("/get_reward", {"query": [('<tool_call>{"arguments": {"query": "' + FULL + '"}}</tool_call>') * 8]}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("path", "payload"), OVER_TOKEN_LIMIT)
+def test_a_request_over_the_token_limit_is_413_naming_it(server, path, payload):
+    before = http("GET", server + "/info")[1]["queries"]
+
+    status, answer = http("POST", server + path, payload)
+
+    assert status == 413
+    assert (
+        f"at most {SERVER_MAX_REQUEST_TOKENS} tokens per request (--max-request-tokens): split it" in answer["detail"]
+    )
+    assert http("GET", server + "/info")[1]["queries"] == before  # refused before any scoring
+
+
+def rss_bytes(pid: int) -> int:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) * 1024
+
+
+@pytest.mark.slow
+def test_ten_thousand_queries_that_fill_max_length_are_refused_and_leave_memory_as_it_was(saved_model_dir, tmp_path):
+    """The request that held a server for minutes and 0.9 GB: with the default limits it is a prompt 413, and
+    sending it again and again does not grow the server."""
+    payload = {"queries": [FULL + str(i) for i in range(10_000)]}  # 1.28 M tokens as the model reads them
+    with running_server(saved_model_dir, tmp_path / "server.log") as (url, process):
+        for _ in range(2):  # the allocator's first requests set its pools' size
+            status, answer = http("POST", url + "/score", payload)
+            assert status == 413 and "(--max-request-tokens)" in answer["detail"]
+        settled = rss_bytes(process.pid)
+        for _ in range(3):
+            assert http("POST", url + "/score", payload)[0] == 413
+        grown = rss_bytes(process.pid) - settled
+        assert http("GET", url + "/info")[1]["queries"] == 0
+
+    assert grown < 64 * 2**20, f"the server grew {grown / 2**20:.0f} MiB over three refused requests"

@@ -12,9 +12,12 @@ are imported only inside `main`, so `--help` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import sys
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 from ..serve_config import ServeConfig
@@ -49,7 +52,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Serve a query reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), "
         "GET /health, GET /info. Whenever the model is free it scores every query waiting, across requests, "
         "in length-sorted passes capped by --max-batch-tokens.",
-        epilog="Stop it with SIGTERM or Ctrl-C: requests in flight are answered first.",
+        epilog="Stop it with SIGTERM or Ctrl-C: requests in flight are answered first, within "
+        "--shutdown-grace-seconds.",
     )
     types = typing.get_type_hints(ServeConfig)
     for field in dataclasses.fields(ServeConfig):
@@ -70,7 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `qrm serve`; returns 0 after a graceful shutdown, 2 for bad flags or a model that is not one."""
+    """Run `qrm serve`; returns 0 after a graceful shutdown, 2 for bad flags or a model that fails to load."""
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
@@ -96,13 +100,63 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from ..serve import serve
-
     try:
-        return serve(config)
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError as error:
-        print(f"error: {error}", file=sys.stderr)
+        from ..serve import SERVE_EXTRA_HINT
+
+        print(f"error: qrm serve needs {error.name}: {SERVE_EXTRA_HINT}", file=sys.stderr)
         return 2
+    from ..serve import LoadError, load_model, serve
+
+    # The whole model is loaded and scores a fixed text before the port opens: a folder that fails is one line
+    # and exit 2, never a server that listens and then dies.
+    debug = config.log_level == "debug"
+    try:
+        with load_warnings_held(show_on_failure=debug) as held:
+            loaded = load_model(config)
+    except LoadError as error:
+        report = " (--log-level debug prints transformers' load report)" if held.records and not debug else ""
+        print(f"error: {error}{report}", file=sys.stderr)
+        return 2
+    return serve(config, loaded)
+
+
+@contextlib.contextmanager
+def load_warnings_held(show_on_failure: bool) -> Iterator[_HeldRecords]:
+    """While the model loads, transformers' warnings (its many-line load report) are held and its progress bars
+    hidden: the warnings print after a load that succeeds, and after one that fails only with `show_on_failure`,
+    so that a bad model folder is one error line."""
+    from transformers.utils import logging as transformers_logging
+
+    library = logging.getLogger("transformers")
+    holder = _HeldRecords()
+    transformers_logging.disable_default_handler()
+    transformers_logging.disable_progress_bar()
+    library.addHandler(holder)
+    loaded = False
+    try:
+        yield holder
+        loaded = True
+    finally:
+        library.removeHandler(holder)
+        transformers_logging.enable_default_handler()
+        transformers_logging.enable_progress_bar()
+        if loaded or show_on_failure:
+            for record in holder.records:
+                library.handle(record)
+
+
+class _HeldRecords(logging.Handler):
+    """Keeps the log records it is given, to print them later or never."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 if __name__ == "__main__":
