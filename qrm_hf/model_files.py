@@ -206,9 +206,15 @@ def check_reward_config(config: dict[str, Any], config_file: Path) -> None:
         raise ValueError(f"{config_file}: decision_threshold = {threshold!r} is not in [0, 1]")
     for key in ("max_length", "ensemble_size", "num_hidden_layers"):
         value = number(key)
-        if value is not None and (value != int(value) or value < (0 if key == "num_hidden_layers" else 1)):
-            raise ValueError(f"{config_file}: {key} = {value!r} is not a whole number >= 1")
+        least = 0 if key == "num_hidden_layers" else 1
+        if value is not None and (value != int(value) or value < least):
+            raise ValueError(f"{config_file}: {key} = {value!r} is not a whole number >= {least}")
     encoder = config.get("encoder")
+    if "encoder" in config and not (isinstance(encoder, dict) and isinstance(encoder.get("model_type"), str)):
+        raise ValueError(
+            f"{config_file}: encoder = {json.dumps(encoder)[:80]} is not an encoder's config (a mapping with its "
+            "model_type, as save_pretrained writes it)"
+        )
     max_length = config.get("max_length")
     if isinstance(encoder, dict) and isinstance(max_length, int):
         positions = encoder_positions(encoder)

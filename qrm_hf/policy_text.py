@@ -142,7 +142,7 @@ def combine_rewards(values: Sequence[float], how: str) -> float:
 def tool_call_queries(text: str, argument_names: Sequence[str]) -> list[str]:
     """The query arguments of the `<tool_call>{...}</tool_call>` blocks in raw text (the Hermes/Qwen format a
     policy writes before a framework parses it): for each call, the first of `argument_names` its arguments hold
-    as a string. Blocks that are not JSON are skipped.
+    as a string. Blocks that are not JSON, or nest deeper than the JSON decoder goes, are skipped.
 
     Example:
         >>> tool_call_queries('<tool_call>{"name": "search", "arguments": {"query": "owls"}}</tool_call>', ["query"])
@@ -152,7 +152,7 @@ def tool_call_queries(text: str, argument_names: Sequence[str]) -> list[str]:
     for block in _TOOL_CALL_BLOCK.findall(text):
         try:
             call = json.loads(block)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         query = argument_query(call.get("arguments") if isinstance(call, dict) else None, argument_names)
         if query is not None:
@@ -165,7 +165,7 @@ def argument_query(arguments: Any, argument_names: Sequence[str]) -> str | None:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     if not isinstance(arguments, dict):
         return None

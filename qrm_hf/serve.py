@@ -314,20 +314,11 @@ async def handle_score(state: ServerState, request: ScoreRequest, until_gone) ->
     return answer
 
 
-def judged_texts(text: str, cleaner: "PolicyTextCleaner | None", argument_names: tuple[str, ...]) -> list[str]:
-    """[`policy_queries`] of one completion; a `<tool_call>` block nested past what the JSON parser reads is
-    unreadable, as one that is not JSON is, so the completion is judged by its text."""
-    try:
-        return policy_queries(text, cleaner, argument_names)
-    except RecursionError:
-        return policy_queries(text, cleaner, ())
-
-
 async def handle_get_reward(state: ServerState, request: RewardRequest, until_gone) -> dict[str, Any]:
     """POST /get_reward (OpenRLHF): each query without the prompt it starts with, under the server's rule."""
     config, prompts = state.config, request.prompts
     # What the policy wrote: its tool calls' queries, else the response without template and special tokens.
-    judged = [judged_texts(query, state.cleaner, config.tool_argument_names) for query in request.queries]
+    judged = [policy_queries(query, state.cleaner, config.tool_argument_names) for query in request.queries]
     flat = [text for texts in judged for text in texts]
     asked = [prompt for prompt, texts in zip(prompts, judged, strict=True) for _ in texts] if prompts else None
     values = await rewards_of(state, flat, config.rule(), False, until_gone, asked)

@@ -103,6 +103,11 @@ def test_the_query_inside_a_tool_call_is_what_gets_scored(scorer):
         prompts=["p"], completions=[[{"role": "assistant", "tool_calls": [tool_call(name="s", q=QUERY)]}]]
     ) == (pytest.approx([expected[QUERY]], abs=BATCH_TOLERANCE))
     assert tool_call_queries("<tool_call>not json</tool_call>", ["query"]) == []
+    # A block nested past what the JSON decoder reads is skipped as unreadable; the readable one still counts.
+    deep = '<tool_call>{"name": "search", "arguments": ' + "[" * 100_000 + "]" * 100_000 + "}</tool_call>"
+    readable = '<tool_call>{"name": "search", "arguments": {"query": "owls"}}</tool_call>'
+    assert tool_call_queries(deep + readable, ["query"]) == ["owls"]
+    assert tool_call_queries('<tool_call>{"arguments": "' + "[" * 100_000 + '"}</tool_call>', ["query"]) == []
 
 
 def test_the_reward_pickles_and_loads_its_model_again_where_it_lands(saved_model_dir, scorer):

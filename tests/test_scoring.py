@@ -343,6 +343,10 @@ def edited_copy(saved_model_dir, tmp_path, **config_values):
         ({"max_length": 0}, r"config.json: max_length = 0 is not a whole number >= 1"),
         ({"ensemble_size": 2}, r"edited: (config.json does not fit the weights|the model scores the query)"),
         ({"num_hidden_layers": 3}, r"edited: config.json does not fit the weights"),
+        ({"num_hidden_layers": -1}, r"config.json: num_hidden_layers = -1 is not a whole number >= 0"),
+        ({"encoder": "x"}, r"config.json: encoder = \"x\" is not an encoder's config"),
+        ({"encoder": {"hidden_size": 32}}, r"config.json: encoder = .* is not an encoder's config"),
+        ({"encoder": None}, r"config.json: encoder = null is not an encoder's config"),
     ],
 )
 def test_a_model_folder_with_a_bad_config_is_refused_when_it_loads(saved_model_dir, tmp_path, values, message):
