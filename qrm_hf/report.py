@@ -29,7 +29,7 @@ from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, 
 from .run_config import RunLayout
 from .run_folder import FinalSummary, offset_advice, read_final_summary
 from .storage import make_storage, redact, storage_file
-from .trials import FINISHED, MODELLED, StudySummary, summarize, trial_origin
+from .trials import FINISHED, INTERRUPTED, MODELLED, StudySummary, summarize, trial_origin
 
 MIN_TRIALS_TO_JUDGE = 4
 # "Still improving": the best value moved by more than this fraction over the last quarter of finished trials.
@@ -39,7 +39,8 @@ RECENT_FRACTION = 0.25
 # model (not warm-start points, not its random start-up draws) before the search can be called converged.
 MIN_RECENT_TRIALS = 3
 MIN_MODELLED_TRIALS = 3
-
+# The report's names for the summary's counts that are not a trial state.
+STATE_LABELS = {INTERRUPTED: "interrupted (worker gone)"}
 
 PLOT_TITLES = {
     "optimization_history": "Optimization history",
@@ -233,7 +234,7 @@ def render_report(
     lines += _table(
         ("trials", "count"),
         [
-            *[(state, count) for state, count in counts.items()],
+            *[(STATE_LABELS.get(state, state), count) for state, count in counts.items()],
             ("finished (complete + pruned)", summary.finished),
             ("total", sum(counts.values())),
         ],
@@ -241,6 +242,11 @@ def render_report(
     lines += ["", f"- Direction: {summary.direction} {TARGET_NAME}", f"- Wall time: {_wall_time(summary)}"]
     if counts["running"]:
         lines.append(f"- {counts['running']} trial(s) still running: counted above, not treated as finished.")
+    if counts.get(INTERRUPTED):
+        lines.append(
+            f"- {counts[INTERRUPTED]} trial(s) {STATE_LABELS[INTERRUPTED]}: the storage still says RUNNING; the next "
+            "worker to start on that machine fails them and runs their points again."
+        )
     if summary.origins:
         drawn = ", ".join(f"{count} {origin}" for origin, count in summary.origins.items())
         lines.append(f"- How the finished trials' points were chosen: {drawn}.")

@@ -29,7 +29,7 @@ from .model_files import save_reward_model
 from .modeling_qrm import QueryRewardModel
 from .run_config import PRUNER_CLASS_NAMES, SAMPLER_CLASS_NAMES, RunConfig
 from .search_space import SearchSpace
-from .storage import make_storage, storage_url_for_log
+from .storage import make_storage, record_worker, retry_trials_of_dead_workers, storage_url_for_log
 from .training_args import QRMTrainingArguments
 from .training_run import RunBuilder, make_trainer
 from .trials import DRAWN_BY, FINISHED, StudySummary, finished_trials, origin_at_start, summarize
@@ -88,6 +88,9 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     the same point (twice the same start-up trial). Trial numbers are unique in the storage, so each trial draws
     from its own stream, and one worker's run stays the same for the same seed.
 
+    It also records this process as the trial's worker: Optuna calls `before_trial` the moment the trial is
+    created, so a worker killed later leaves a trial that names it (`retry_trials_of_dead_workers`).
+
     Example:
         >>> sampler = TrialSeededSampler(optuna.samplers.RandomSampler(), seed=42)  # doctest: +SKIP
     """
@@ -107,6 +110,7 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
                 rng.rng.seed(int(stream))
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        record_worker(study, trial)
         self._reseed(trial.number)
         self.sampler.before_trial(study, trial)
 
@@ -317,6 +321,8 @@ def run_search(
     if main:
         storage = run_storage(config)
         study = open_study(config, space, storage)
+        # A worker of this machine killed mid-trial (this run's previous life, say): its trial runs again first.
+        retry_trials_of_dead_workers(study, config.max_retry)
         missing = config.n_trials - len(finished_trials(study))
         if missing <= 0:
             logger.info("study %r already holds %d finished trials: no search", study.study_name, config.n_trials)
@@ -343,7 +349,11 @@ def run_search(
 
     def wanted() -> bool:
         in_time = config.timeout is None or time.monotonic() - started < config.timeout
-        return main and in_time and len(finished_trials(study)) < config.n_trials
+        if not (main and in_time):
+            return False
+        # Another worker of this machine may have died since: its trial is re-queued before this one starts.
+        retry_trials_of_dead_workers(study, config.max_retry)
+        return len(finished_trials(study)) < config.n_trials
 
     try:
         while from_rank_zero(wanted()):

@@ -1,6 +1,7 @@
 """Which trials count, and how each trial's point was chosen: one definition for the search and the report.
 
-Imports only Optuna, so the report (and its command) can use it without torch or transformers.
+Imports only Optuna (and the storage module), so the report (and its command) can use it without torch or
+transformers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .storage import Worker
+
 # What `n_trials` counts, the pruner compares, and the report calls finished.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # How a trial's point was chosen, recorded by the search as the trial's `drawn_by` user attribute.
@@ -20,6 +23,8 @@ WARM_START, STARTUP, MODELLED = "warm start", "random start-up", "sampler"
 ORIGINS = (WARM_START, STARTUP, MODELLED)
 # Trial states in the order the report and the history file list them.
 STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+# Counted apart from `running`: trials the storage still calls RUNNING whose worker is known to be gone.
+INTERRUPTED = "interrupted"
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -39,6 +44,15 @@ def origin_at_start(trial: optuna.Trial, startup: int) -> str:
     return MODELLED
 
 
+def worker_gone(trial: FrozenTrial) -> bool:
+    """Whether a RUNNING trial's worker is known to be dead (it ran on this machine and its process is gone): the
+    trial will not finish, and the next worker to start here fails it and runs its point again."""
+    if trial.state != TrialState.RUNNING:
+        return False
+    worker = Worker.of_trial(trial)
+    return worker is not None and worker.is_gone() is True
+
+
 def trial_origin(trial: FrozenTrial) -> str:
     """How a stored trial's point was chosen (`sampler` for trials of studies that did not record it)."""
     if "fixed_params" in trial.system_attrs:
@@ -49,7 +63,11 @@ def trial_origin(trial: FrozenTrial) -> str:
 @dataclass(frozen=True)
 class StudySummary:
     """What the storage says about a study, read once: trials by state and by origin, wall time, best trial,
-    the completed trials, and the space's fixed values. The history file, the report and the card all use it."""
+    the completed trials, and the space's fixed values. The history file, the report and the card all use it.
+
+    `counts` holds one entry per state of `STATES`, and `interrupted`: RUNNING trials whose worker is known to be
+    gone, counted there and not under `running`.
+    """
 
     study_name: str
     direction: str
@@ -102,6 +120,8 @@ def summarize(study: optuna.Study, fixed_params: dict[str, Any] | None = None) -
     """Read the study once: trials by state and origin, wall time (first start to last completion), best trial."""
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in STATES}
+    counts[INTERRUPTED] = sum(worker_gone(trial) for trial in trials)
+    counts["running"] -= counts[INTERRUPTED]
     starts = [trial.datetime_start for trial in trials if trial.datetime_start is not None]
     completions = [trial.datetime_complete for trial in trials if trial.datetime_complete is not None]
     completed = tuple(trial for trial in trials if trial.state == TrialState.COMPLETE)
@@ -122,6 +142,7 @@ def summarize(study: optuna.Study, fixed_params: dict[str, Any] | None = None) -
 __all__ = [
     "DRAWN_BY",
     "FINISHED",
+    "INTERRUPTED",
     "MODELLED",
     "ORIGINS",
     "STARTUP",
@@ -132,4 +153,5 @@ __all__ = [
     "origin_at_start",
     "summarize",
     "trial_origin",
+    "worker_gone",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,24 @@ def test_verdict_counts_pruned_but_not_running_trials():
     judged = make_history([0.3, 0.4, 0.5, 0.0], pruned_at=(3,))
     assert convergence_verdict(judged).finished_trials == 4
     assert convergence_verdict(judged).still_improving is False
+
+
+def test_report_calls_a_dead_workers_trial_interrupted_not_running():
+    from qrm_hf.storage import WORKER_ATTR, Worker
+
+    child = subprocess.Popen(["sleep", "600"])  # a real worker process, then gone
+    worker = Worker.of_process(child.pid)
+    child.kill()
+    child.wait()
+    study = make_history([0.5, 0.4], pruned_at=())
+    trial = study.ask()
+    trial.suggest_float("dropout", 0.0, 0.5)
+    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker.to_json())
+    text = render_report(summarize(study), convergence_verdict(study), [], Path("."))
+    counts = table(text, "trials")
+    assert (counts["running"], counts["interrupted (worker gone)"], counts["total"]) == ("0", "1", "3")
+    assert "still running" not in text
+    assert "- 1 trial(s) interrupted (worker gone): the storage still says RUNNING" in text
 
 
 def test_summary_of_an_empty_study():

@@ -1,11 +1,16 @@
 """Storages by URL, and bad storages or studies refused before any training, leaving existing studies intact."""
 
+import dataclasses
 import importlib.util
+import os
+import subprocess
+import sys
 
 import optuna
 import pytest
 from conftest import free_port, load_script
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
 from qrm_hf.run_config import RunConfig
 from qrm_hf.search_space import SearchSpace
@@ -171,3 +176,122 @@ def test_a_sqlite_path_that_cannot_be_created_stops_the_search_with_exit_2(run_c
     assert (
         "error: --storage 'sqlite:////proc/nope/x.db': cannot create the folder /proc/nope" in capsys.readouterr().err
     )
+
+
+# A worker as the search records it, reduced to Optuna: it starts a trial, draws its point, says so, and waits.
+TRIAL_STARTER = """
+import sys, time, optuna
+from qrm_hf.storage import make_storage, record_worker
+
+class RecordingSampler(optuna.samplers.RandomSampler):
+    def before_trial(self, study, trial):
+        record_worker(study, trial)
+
+url, heartbeat = sys.argv[1], int(sys.argv[2]) or None
+study = optuna.load_study(study_name="shared", storage=make_storage(url, heartbeat), sampler=RecordingSampler())
+trial = study.ask()
+trial.suggest_float("x", 0.0, 1.0)
+print(trial.number, flush=True)
+time.sleep(600)
+"""
+
+
+def killed_in_a_trial(url: str, heartbeat: int) -> int:
+    """Start a real process that runs a trial of study `shared`, kill -9 it inside the trial; the trial's number."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRIAL_STARTER, url, str(heartbeat)], stdout=subprocess.PIPE, text=True
+    )
+    line = child.stdout.readline()  # blocks until the trial runs (or the child exits)
+    child.kill()
+    child.wait(timeout=60)
+    assert line.strip().isdigit(), f"the child started no trial (exit {child.returncode})"
+    return int(line)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+@pytest.mark.parametrize(
+    ("kind", "heartbeat"), [("sqlite", 60), ("sqlite", 0), ("journal", 0)], ids=["heartbeat", "no-heartbeat", "journal"]
+)
+def test_a_dead_workers_running_trial_is_failed_and_its_point_queued_again(tmp_path, caplog, kind, heartbeat):
+    from qrm_hf.storage import WORKER_ATTR, Worker, make_storage, record_worker, retry_trials_of_dead_workers
+    from qrm_hf.trials import summarize
+
+    url = f"sqlite:///{tmp_path}/study.db" if kind == "sqlite" else f"journal://{tmp_path}/study.log"
+    storage = make_storage(url, heartbeat or None)
+    study = optuna.create_study(storage=storage, study_name="shared")
+    dead = killed_in_a_trial(url, heartbeat)
+    alive = study.ask()  # this process: alive
+    record_worker(study, study.trials[alive.number])
+    elsewhere = study.ask()  # a worker of another machine: left to the heartbeat
+    storage.set_trial_system_attr(elsewhere._trial_id, WORKER_ATTR, {"host": "elsewhere.example", "pid": 1})
+    counts = summarize(study).counts
+    assert (counts["running"], counts["interrupted"]) == (2, 1)  # the dead worker's trial is not called running
+
+    assert retry_trials_of_dead_workers(study, max_retry=1) == [dead]
+    assert retry_trials_of_dead_workers(study, max_retry=1) == []  # once only
+    by_number = {trial.number: trial for trial in study.trials}
+    assert by_number[dead].state == TrialState.FAIL
+    assert by_number[alive.number].state == by_number[elsewhere.number].state == TrialState.RUNNING
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.params == by_number[dead].params and "x" in retry.params
+    assert retry.system_attrs["failed_trial"] == dead and retry.system_attrs["retry_history"] == [dead]
+    assert WORKER_ATTR not in retry.system_attrs  # the worker that takes it records itself
+    counts = summarize(study).counts
+    assert (counts["fail"], counts["waiting"], counts["running"], counts["interrupted"]) == (1, 1, 2, 0)
+    assert "its parameters queued again (retry 1 of 1)" in caplog.text
+
+    # The retry's worker dies too: failed, and not queued a second time (max_retry 1).
+    again = killed_in_a_trial(url, heartbeat)
+    assert again == retry.number  # the waiting trial was taken first
+    taken = study.trials[again]
+    assert Worker.of_trial(taken) is not None and Worker.of_trial(taken).pid != Worker.of_process().pid
+    assert taken.params == retry.params
+    assert retry_trials_of_dead_workers(study, max_retry=1) == [again]
+    assert study.trials[again].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    assert "not retried (max_retry 1 reached)" in caplog.text
+
+
+def test_a_worker_is_gone_once_its_process_exits_or_its_pid_is_reused():
+    from qrm_hf.storage import Worker
+
+    child = subprocess.Popen(["sleep", "600"])
+    worker = Worker.of_process(child.pid)
+    assert worker.is_gone() is False
+    child.kill()
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet collected: a zombie
+    assert worker.is_gone() is True
+    child.wait()
+    assert worker.is_gone() is True
+
+    this = Worker.of_process()
+    assert this.is_gone() is False
+    assert dataclasses.replace(this, started=this.started + 1).is_gone() is True  # the pid now runs another program
+    # What this machine cannot tell is left to the heartbeat.
+    assert dataclasses.replace(this, host="elsewhere.example").is_gone() is None
+    assert dataclasses.replace(this, pid_namespace="pid:[1]").is_gone() is None
+    assert dataclasses.replace(this, boot="another-boot", machine="another-machine").is_gone() is None
+    assert dataclasses.replace(this, boot="another-boot").is_gone() is True  # this machine, restarted since
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        None,
+        "vm:123",
+        {"host": "vm"},
+        {"host": "vm", "pid": "123"},
+        {"host": "vm", "pid": 0},
+        {"host": "vm", "pid": 5, "started": "1"},
+    ],
+)
+def test_a_trial_without_a_well_formed_worker_record_is_never_judged(recorded):
+    from qrm_hf.storage import WORKER_ATTR, Worker, retry_trials_of_dead_workers
+
+    study = optuna.create_study()
+    trial = study.ask()
+    if recorded is not None:
+        study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, recorded)
+    assert Worker.of_trial(study.trials[0]) is None
+    assert retry_trials_of_dead_workers(study) == []
+    assert study.trials[0].state == TrialState.RUNNING
