@@ -1,6 +1,6 @@
 """qrm_hf: fine-tune a pretrained encoder into a reward model for search-query wellformedness.
 
-Names are imported on first use, so `import qrm_hf.modeling_qrm` needs only torch and transformers.
+Names are imported on first use, so `import qrm_hf.modeling.modeling_qrm` needs only torch and transformers.
 """
 
 from __future__ import annotations
@@ -9,21 +9,21 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "QRMTrainer": "trainer",
-    "QRMTrainingArguments": "training_args",
-    "QueryRewardConfig": "configuration_qrm",
-    "QueryRewardEnsemble": "modeling_qrm",
-    "QueryRewardModel": "modeling_qrm",
-    "QueryRewardOutput": "modeling_qrm",
-    "QueryScorer": "scoring",
-    "QueryScorerClient": "client",
-    "RewardRule": "reward_rule",
-    "RunConfig": "run_config",
-    "SearchSpace": "search_space",
-    "make_reward_function": "rewards",
-    "QueryReward": "rewards",
-    "AsyncQueryReward": "rewards",
-    "PolicyTextCleaner": "policy_text",
+    "QRMTrainer": "training.trainer",
+    "QRMTrainingArguments": "training.arguments",
+    "QueryRewardConfig": "modeling.configuration_qrm",
+    "QueryRewardEnsemble": "modeling.modeling_qrm",
+    "QueryRewardModel": "modeling.modeling_qrm",
+    "QueryRewardOutput": "modeling.modeling_qrm",
+    "QueryScorer": "scoring.scorer",
+    "QueryScorerClient": "scoring.client",
+    "RewardRule": "scoring.reward_rule",
+    "RunConfig": "run.config",
+    "SearchSpace": "search.space",
+    "make_reward_function": "scoring.rewards",
+    "QueryReward": "scoring.rewards",
+    "AsyncQueryReward": "scoring.rewards",
+    "PolicyTextCleaner": "scoring.policy_text",
     "DistillConfig": "distill",
     "distill": "distill",
 }

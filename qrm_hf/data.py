@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .run_config import DEFAULT_DATASET
-from .training_args import DEFAULT_MAX_LENGTH
-
 if TYPE_CHECKING:  # datasets is imported where it is used, so the collator works without it (GPU benchmark)
     from datasets import DatasetDict
 
+# The query-wellformedness dataset on the Hub: what `--data` names when it is not a folder of TSV files.
+DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 HUB_COLUMNS = {"content": "query", "rating": "score"}
@@ -124,7 +123,7 @@ def _load_hub(dataset_id: str) -> DatasetDict:
 
 
 def load_splits(
-    source: str = DEFAULT_DATASET,
+    source: str,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     max_test_samples: int | None = None,
@@ -199,7 +198,7 @@ class QueryCollator:
     """
 
     tokenizer: PreTrainedTokenizerBase
-    max_length: int = DEFAULT_MAX_LENGTH
+    max_length: int
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

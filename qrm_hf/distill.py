@@ -1,7 +1,7 @@
 """Distillation: a small student reward model trained on a large teacher's scores (`qrm distill`).
 
 The teacher (any reward model folder qrm_hf saves, an ensemble too) scores a transfer set: every training query,
-plus degenerate rewrites of training queries made by the probe's families (`qrm_hf.probe.FAMILIES`: shuffled
+plus degenerate rewrites of training queries made by the probe's families (`qrm_hf.reporting.probe.FAMILIES`: shuffled
 words, repeated words, filler tails, truncations, case changes, generic questions, ...), texts no human labelled
 but that an RL policy will write. The student (a fresh head on an encoder, default the packaged MiniLM) trains
 on soft targets: the teacher's score, mixed with the human label where a row has one (`label_weight`). Dev keeps
@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .run_config import DEFAULT_DATASET, ConfigError
+from .data import DEFAULT_DATASET
+from .run.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ STUDENT_DEFAULTS: dict[str, Any] = {
 
 
 def _default_families() -> list[str]:
-    from .probe import FAMILIES
+    from .reporting.probe import FAMILIES
 
     return list(FAMILIES)
 
@@ -89,7 +90,7 @@ class DistillConfig:
     )
     rewrite_families: list[str] = field(
         default_factory=_default_families,
-        metadata={"help": "Which rewrite families (qrm_hf.probe.FAMILIES) make the rewrites; default: all."},
+        metadata={"help": "Which rewrite families (qrm_hf.reporting.probe.FAMILIES) make the rewrites; default: all."},
     )
     learning_rate: float = field(default=5e-5, metadata={"help": "The student encoder's learning rate."})
     num_epochs: int = field(default=2, metadata={"help": "Student epochs (the best dev epoch is kept)."})
@@ -120,7 +121,7 @@ class DistillConfig:
     force: bool = field(default=False, metadata={"help": "Replace an existing student in --output-dir."})
 
     def __post_init__(self) -> None:
-        from .probe import FAMILIES
+        from .reporting.probe import FAMILIES
 
         def number(name: str, low: float, high: float | None = None, low_open: bool = False) -> None:
             value = getattr(self, name)
@@ -189,7 +190,7 @@ def make_rewrites(queries: list[str], count: int, families: list[str], seed: int
         >>> make_rewrites(["how do owls hunt ?"], 1, ["all caps"], 0)
         [('all caps', 'HOW DO OWLS HUNT ?')]
     """
-    from .probe import FAMILIES
+    from .reporting.probe import FAMILIES
 
     rng = random.Random(seed)
     seen = set(queries)
@@ -280,9 +281,9 @@ def check_inputs(config: DistillConfig) -> tuple[str, dict[str, Any], Path]:
     """What can be refused before anything is loaded: the output folder, the teacher (a reward model), the
     student (an encoder, not a reward model); returns the student's path and config, and the teacher's config
     file."""
-    from .model_files import EncoderError, check_encoder, check_reward_model
-    from .packaged_encoders import encoder_path
-    from .run_folder import check_writable
+    from .modeling.model_files import EncoderError, check_encoder, check_reward_model
+    from .modeling.packaged_encoders import encoder_path
+    from .run.folder import check_writable
 
     check_writable(Path(config.output_dir))
     if config.student_folder.exists() and not config.force:
@@ -310,12 +311,20 @@ def distill(config: DistillConfig) -> DistillResult:
     from transformers import AutoModel
 
     from .data import load_splits, tokenize_splits
-    from .final import save_final, train_final
     from .metrics import score_metrics
-    from .model_files import EncoderError, check_max_length, check_tokenizer, load_tokenizer, save_reward_model
-    from .run_config import RunConfig
-    from .scoring import QueryScorer
-    from .search_space import SearchSpace
+    from .modeling.model_files import (
+        EncoderError,
+        check_max_length,
+        check_tokenizer,
+        load_tokenizer,
+        save_model_folder,
+        save_reward_model,
+    )
+    from .reporting.card import write_model_card
+    from .run.config import RunConfig
+    from .scoring.scorer import QueryScorer
+    from .search.space import SearchSpace
+    from .training.final import train_final
 
     student_path, student_config, teacher_config = check_inputs(config)
     try:
@@ -364,12 +373,12 @@ def distill(config: DistillConfig) -> DistillResult:
         distilled_splits = DatasetDict({"train": transfer_split, "dev": splits["dev"], "test": splits["test"]})
         tokenized = tokenize_splits(distilled_splits, tokenizer, config.max_length)
         logger.info("training the student %s on %d texts", config.student, len(transfer.texts))
-        student = train_final(run, space, {}, tokenized, tokenizer, encoder)
+        student = train_final(run, space.fixed, {}, tokenized, tokenizer, encoder)
         baseline, baseline_model = None, None
         if config.label_baseline:
             logger.info("training the same student on the labels alone (label_baseline)")
             labelled = tokenize_splits(splits, tokenizer, config.max_length)
-            baseline_model = train_final(run, space, {}, labelled, tokenizer, encoder)
+            baseline_model = train_final(run, space.fixed, {}, labelled, tokenizer, encoder)
             baseline = baseline_model.test_metrics
         summary = {
             "teacher": config.teacher,
@@ -383,7 +392,8 @@ def distill(config: DistillConfig) -> DistillResult:
             "best_epoch": student.best_epoch,
         }
         folder = work / STUDENT_FOLDER
-        save_final(student.model, tokenizer, folder, distilled_card(config, summary, student))
+        card = distilled_card(config, summary, student)
+        save_model_folder(student.model, tokenizer, folder, lambda staging: write_model_card(staging, card))
         (folder / DISTILL_SUMMARY).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         if baseline_model is not None:
             save_reward_model(baseline_model.model, tokenizer, work / BASELINE_FOLDER)
@@ -422,8 +432,8 @@ def distillation_text(summary: dict[str, Any]) -> str:
 
 
 def distilled_card(config: DistillConfig, summary: dict[str, Any], student: Any):
-    from .card import QueryRewardCardData
-    from .packaged_encoders import packaged_hub_id
+    from .modeling.packaged_encoders import packaged_hub_id
+    from .reporting.card import QueryRewardCardData
 
     hyperparameters = {**config.student_values(), "label_weight": config.label_weight}
     if student.best_epoch is not None:

@@ -16,39 +16,42 @@ from datasets import DatasetDict
 from optuna.trial import TrialState
 from transformers import AutoModel
 
-from .card import QueryRewardCardData, write_model_card
 from .data import load_splits, random_subset, tokenize_splits
-from .distributed import from_rank_zero
-from .field_values import check_training
-from .final import FinalResult, push_folder, save_final, soup_candidates, train_final, write_test_metrics
-from .final_outputs import save_test_predictions
-from .model_files import (
+from .modeling.model_files import (
     TOKENIZER_CHECK_QUERIES,
     check_encoder,
     check_max_length,
     check_tokenizer,
     load_tokenizer,
+    push_folder,
+    save_model_folder,
 )
+from .modeling.packaged_encoders import packaged_hub_id
 from .numeric_checks import check_keywords
-from .packaged_encoders import packaged_hub_id
-from .probe import format_probe, probe_scorer
-from .report import write_report
-from .run_config import SAMPLER_OPTION_DOMAINS, ConfigError, RunConfig
-from .run_folder import (
+from .reporting.card import QueryRewardCardData, write_model_card
+from .reporting.probe import format_probe, probe_scorer
+from .reporting.report import write_report
+from .run.config import SAMPLER_OPTION_DOMAINS, ConfigError, RunConfig
+from .run.folder import (
     Calibration,
     FinalModelClaimed,
     FinalSummary,
     check_writable,
     claim_final_model,
+    save_test_predictions,
     write_final_summary,
-    write_json,
+    write_probe,
+    write_test_metrics,
 )
-from .scoring import QueryScorer
-from .search import SAMPLER_CLASSES, make_sampler, run_search, write_history
-from .search_space import SearchSpace
-from .training_args import QRMTrainingArguments, check_optimization
-from .training_run import base_training_arguments
-from .trials import StudySummary
+from .scoring.scorer import QueryScorer
+from .search.space import SearchSpace
+from .search.study import SAMPLER_CLASSES, make_sampler, run_search, write_history
+from .search.trials import StudySummary
+from .training.arguments import QRMTrainingArguments, check_optimization
+from .training.build import base_training_arguments
+from .training.distributed import from_rank_zero
+from .training.fields import check_training
+from .training.final import FinalResult, soup_candidates, train_final
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +191,8 @@ def run_pipeline(config: RunConfig) -> RunResult:
         if refusal is not None:
             logger.warning(refusal)
             return RunResult(study_name=config.resolved_study_name, summary=summary)
-        candidates = soup_candidates(summary.completed, space, config.final_candidates)
-        final = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+        candidates = soup_candidates(summary.completed, space.fixed, config.final_candidates)
+        final = train_final(config, space.fixed, candidates, tokenized, tokenizer, encoder)
         if not math.isfinite(final.dev_metrics["mse"]):
             raise RuntimeError(f"the final model's dev MSE is {final.dev_metrics['mse']}: it is not saved")
         if state.is_main_process:
@@ -213,7 +216,7 @@ def save_run(
     layout = config.layout
     final_summary = describe_final(config, final, train_rows)
     card = card_data(config, summary, final, final_summary, layout.final_model)
-    save_final(final.model, tokenizer, layout.final_model, card)
+    save_model_folder(final.model, tokenizer, layout.final_model, lambda staging: write_model_card(staging, card))
     logger.info("test metrics: %s", final.test_metrics)
 
     def after_saving(what: str, action: Callable[[], Any]) -> Any:
@@ -229,7 +232,7 @@ def save_run(
     scorer = QueryScorer(final.model, tokenizer)
     probed = after_saving("the probe", lambda: probe_scorer(scorer, test_split["query"], test_split["score"]))
     if probed is not None:
-        after_saving("probe.json", lambda: write_json(probed.to_json(), layout.probe))
+        after_saving("probe.json", lambda: write_probe(probed.to_json(), layout.probe))
         probe_text = "\n".join(format_probe(probed))
         probe_card = card_data(config, summary, final, final_summary, layout.final_model, probe_text)
         after_saving("the card's probe section", lambda: write_model_card(layout.final_model, probe_card))

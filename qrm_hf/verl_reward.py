@@ -28,7 +28,7 @@ def reward_object() -> Any:
             f"{MODEL_ENV} is not set: export {MODEL_ENV}=<a saved reward model folder, Hub id or qrm serve URL>"
         )
     if model not in _rewards:
-        from qrm_hf.rewards import QueryReward  # absolute: verl loads this file by path, outside its package
+        from qrm_hf.scoring.rewards import QueryReward  # absolute: verl loads this file by path, outside its package
 
         _rewards[model] = QueryReward(model)
     return _rewards[model]

@@ -76,7 +76,7 @@ def load_without_qrm_hf(folder: Path, queries: list[str], workdir: Path) -> dict
 
 def final_summary(**values):
     """A FinalSummary (final_model.json) with plain values, `values` changing any of them."""
-    from qrm_hf.run_folder import Calibration, FinalSummary
+    from qrm_hf.run.folder import Calibration, FinalSummary
 
     plain = {
         "method": "m",
@@ -134,7 +134,7 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def mpnet_path() -> Path:
     """The real pretrained all-mpnet-base-v2 of the [mpnet] extra, assembled into the cache on first use."""
-    from qrm_hf.packaged_encoders import encoder_path
+    from qrm_hf.modeling.packaged_encoders import encoder_path
 
     return Path(encoder_path("all-mpnet-base-v2"))
 
@@ -226,7 +226,7 @@ def saved_model_dir(tmp_path_factory, tiny_encoder_config, tokenizer) -> Path:
     import torch
 
     from qrm_hf import QueryRewardConfig, QueryRewardModel
-    from qrm_hf.model_files import save_reward_model
+    from qrm_hf.modeling.model_files import save_reward_model
 
     torch.manual_seed(0)
     model = QueryRewardModel(QueryRewardConfig(encoder=tiny_encoder_config.to_dict()))

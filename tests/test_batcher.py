@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from qrm_hf.batcher import ContinuousBatcher, plan_passes
+from qrm_hf.serving.batcher import ContinuousBatcher, plan_passes
 
 
 class Recorder:

@@ -1,6 +1,6 @@
 """The model card: Hub metadata with both thresholds labelled, and the template shipped as package data."""
 
-from qrm_hf.card import QueryRewardCardData, template_text, write_model_card
+from qrm_hf.reporting.card import QueryRewardCardData, template_text, write_model_card
 
 METRICS = {
     "mse": 0.07,

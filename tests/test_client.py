@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from qrm_hf.client import QueryScorerClient, ScoringRequestError
-from qrm_hf.reward_rule import RewardRule
+from qrm_hf.scoring.client import QueryScorerClient, ScoringRequestError
+from qrm_hf.scoring.reward_rule import RewardRule
 
 
 class ScriptedServer:

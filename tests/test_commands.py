@@ -59,8 +59,8 @@ def dataclass_flags(config_class, skip=()) -> list[str]:
 def test_every_config_field_is_a_flag_shown_in_help(capsys):
     """The help is checked against the dataclasses the commands are built from, not against argparse itself:
     a RunConfig or ServeConfig field without its flag fails here."""
-    from qrm_hf.run_config import RunConfig, yaml_only_fields
-    from qrm_hf.serve_config import ServeConfig
+    from qrm_hf.run.config import RunConfig, yaml_only_fields
+    from qrm_hf.serving.config import ServeConfig
 
     expected = {
         "search": [*dataclass_flags(RunConfig, skip=yaml_only_fields()), "--config"],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qrm_hf.distill import DistillConfig, TeacherCache, build_transfer_set, make_rewrites
-from qrm_hf.run_config import ConfigError
+from qrm_hf.run.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def teacher_dir(tmp_path_factory, tiny_encoder_config, tokenizer):
     """A tiny bce reward model whose scores sit far below the labels (about 0.12): unlike them, so a student
     that learns the teacher's scores is told apart from one that learns the labels."""
     from qrm_hf import QueryRewardConfig, QueryRewardModel
-    from qrm_hf.model_files import save_reward_model
+    from qrm_hf.modeling.model_files import save_reward_model
 
     torch.manual_seed(1)
     model = QueryRewardModel(
@@ -90,7 +90,7 @@ def test_a_distilled_student_reproduces_its_teacher_better_than_a_label_trained_
 ):
     from qrm_hf.data import load_splits
     from qrm_hf.distill import distill
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     config = small(tmp_path, teacher_dir, tiny_encoder_dir, data_dir, label_weight=0.0, label_baseline=True)
     result = distill(config)

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from qrm_hf.field_values import check_training, check_value
+from qrm_hf.training.fields import check_training, check_value
 
 
 def test_training_values_are_read_as_trainingarguments_takes_them():

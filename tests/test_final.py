@@ -6,12 +6,12 @@ from datasets import DatasetDict
 from transformers import AutoModel, AutoTokenizer
 
 from qrm_hf.data import load_splits, tokenize_splits
-from qrm_hf.final import Candidate, fit_candidate, soup_candidates, train_final
 from qrm_hf.metrics import choose_threshold
-from qrm_hf.model_files import save_reward_model
-from qrm_hf.run_config import RunConfig
-from qrm_hf.scoring import QueryScorer
-from qrm_hf.search_space import SearchSpace
+from qrm_hf.modeling.model_files import save_reward_model
+from qrm_hf.run.config import RunConfig
+from qrm_hf.scoring.scorer import QueryScorer
+from qrm_hf.search.space import SearchSpace
+from qrm_hf.training.final import Candidate, fit_candidate, soup_candidates, train_final
 
 VALUES = {
     "num_hidden_layers": 0,
@@ -35,7 +35,7 @@ def final(prepared, tmp_path, tiny_encoder_dir, tokenized=None):
     tokenizer, default, encoder = prepared
     config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), training={"disable_tqdm": True})
     space = SearchSpace(parameters=(), fixed=dict(VALUES))
-    return config, train_final(config, space, {}, tokenized or default, tokenizer, encoder)
+    return config, train_final(config, space.fixed, {}, tokenized or default, tokenizer, encoder)
 
 
 def test_threshold_comes_from_dev_and_never_from_test(prepared, tmp_path, tiny_encoder_dir):
@@ -72,7 +72,7 @@ def test_final_stage_lays_its_schedule_over_final_max_epochs_and_stops_early(pre
         model=str(tiny_encoder_dir), output_dir=str(tmp_path), final_max_epochs=6, training={"disable_tqdm": True}
     )
     space = SearchSpace(parameters=(), fixed={**VALUES, "learning_rate": 0.0})
-    trainer = fit_candidate(config, space, {}, tokenized, tokenizer, encoder)
+    trainer = fit_candidate(config, space.fixed, {}, tokenized, tokenizer, encoder)
     steps_per_epoch = -(-len(tokenized["train"]) // VALUES["batch_size"])
     assert trainer.args.num_train_epochs == 6
     assert trainer.state.max_steps == 6 * steps_per_epoch
@@ -85,7 +85,7 @@ def test_final_stage_keeps_the_best_dev_epoch_of_a_longer_run(prepared, tmp_path
     config = RunConfig(
         model=str(tiny_encoder_dir), output_dir=str(tmp_path), final_max_epochs=4, training={"disable_tqdm": True}
     )
-    trainer = fit_candidate(config, SearchSpace(parameters=(), fixed=dict(VALUES)), {}, tokenized, tokenizer, encoder)
+    trainer = fit_candidate(config, dict(VALUES), {}, tokenized, tokenizer, encoder)
     logged = [entry["eval_mse"] for entry in trainer.state.log_history if "eval_mse" in entry]
     assert 2 <= len(logged) <= 4
     kept = trainer.evaluate(tokenized["dev"])["eval_mse"]
@@ -102,7 +102,7 @@ def test_a_soup_of_two_candidates_is_never_worse_on_dev_and_reloads_without_qrm_
         Candidate({"learning_rate": 1e-3}, trial=3, search_value=0.05),
         Candidate({"learning_rate": 5e-4, "dropout": 0.2}, trial=7, search_value=0.06),
     ]
-    result = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+    result = train_final(config, space.fixed, candidates, tokenized, tokenizer, encoder)
     records = {record.label: record for record in result.candidates}
     assert set(records) == {"trial 3", "trial 7"}
     assert records["trial 7"].search_value == 0.06
@@ -133,7 +133,7 @@ def test_an_ensemble_of_candidates_is_never_worse_on_dev_and_scores_alike_everyw
         Candidate({"learning_rate": 5e-4, "dropout": 0.2}, trial=7, search_value=0.06),
         Candidate({"learning_rate": 2e-3, "head_lr_multiplier": 1.0}, trial=9, search_value=0.07),
     ]
-    result = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+    result = train_final(config, space.fixed, candidates, tokenized, tokenizer, encoder)
     records = {record.label: record for record in result.candidates}
     assert result.dev_metrics["mse"] <= min(record.dev_mse for record in records.values()) + 1e-7
     assert result.combined and set(result.combined) <= set(records)
@@ -165,11 +165,11 @@ def test_soup_candidates_are_the_best_trials_of_the_best_ones_architecture():
         StoredTrial(4, 0.071, loss="bce", dropout=0.0, num_hidden_layers=1),
         StoredTrial(5, None, loss="bce", dropout=0.0),
     ]
-    chosen = soup_candidates(trials, space, size=3)
+    chosen = soup_candidates(trials, space.fixed, size=3)
     assert [candidate.trial for candidate in chosen] == [1, 3]
     assert chosen[0].search_value == 0.07 and chosen[0].params == {"loss": "bce", "dropout": 0.1}
-    assert [candidate.trial for candidate in soup_candidates(trials, space, size=1)] == [1]
-    assert soup_candidates([], space, size=3) == []
+    assert [candidate.trial for candidate in soup_candidates(trials, space.fixed, size=1)] == [1]
+    assert soup_candidates([], space.fixed, size=3) == []
 
 
 def test_a_refit_follows_the_chosen_schedule_and_stops_at_the_chosen_epoch(prepared, tmp_path, tiny_encoder_dir):
@@ -177,14 +177,14 @@ def test_a_refit_follows_the_chosen_schedule_and_stops_at_the_chosen_epoch(prepa
     and it stops after that run's best epoch; nothing is evaluated and no checkpoint is left behind."""
     from datasets import concatenate_datasets
 
-    from qrm_hf.final import refit_candidate
+    from qrm_hf.training.final import refit_candidate
 
     tokenizer, tokenized, encoder = prepared
     config = RunConfig(
         model=str(tiny_encoder_dir), output_dir=str(tmp_path), final_max_epochs=3, training={"disable_tqdm": True}
     )
     rows = concatenate_datasets([tokenized["train"], tokenized["dev"]])
-    trainer = refit_candidate(config, SearchSpace(parameters=(), fixed=dict(VALUES)), {}, rows, tokenizer, encoder, 2)
+    trainer = refit_candidate(config, dict(VALUES), {}, rows, tokenizer, encoder, 2)
     steps_per_epoch = -(-len(rows) // VALUES["batch_size"])
     assert trainer.state.max_steps == 3 * steps_per_epoch
     assert trainer.state.global_step == 2 * steps_per_epoch
@@ -213,7 +213,7 @@ def test_refit_on_dev_keeps_what_dev_chose_and_ships_weights_that_saw_dev(
             refit_on_dev=refit,
             training={"disable_tqdm": True},
         )
-        results[refit] = train_final(config, space, candidates, tokenized, tokenizer, encoder)
+        results[refit] = train_final(config, space.fixed, candidates, tokenized, tokenizer, encoder)
     chosen, refit = results[False], results[True]
     assert chosen.refit_rows is None
     assert refit.refit_rows == len(tokenized["train"]) + len(tokenized["dev"])
@@ -235,7 +235,7 @@ def test_undefined_test_metrics_are_json_null_with_their_reason(tmp_path):
     import json
     import math
 
-    from qrm_hf.final import write_test_metrics
+    from qrm_hf.run.folder import write_test_metrics
 
     path = tmp_path / "test_metrics.json"
     write_test_metrics({"mse": 0.07, "pearson": math.nan, "f1": math.inf, "n": 2}, path)

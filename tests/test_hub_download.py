@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from qrm_hf import QueryRewardConfig, QueryRewardModel
-from qrm_hf.model_files import save_reward_model
+from qrm_hf.modeling.model_files import save_reward_model
 
 REPO_ID = "org/name"
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may", ""]
@@ -30,7 +30,7 @@ import json, sys
 import torch
 from transformers import AutoTokenizer
 from qrm_hf import QueryRewardModel
-from qrm_hf.scoring import QueryScorer
+from qrm_hf.scoring.scorer import QueryScorer
 
 queries, commit = json.loads(sys.argv[1]), sys.argv[2]
 model = QueryRewardModel.from_pretrained("org/name").eval()

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from qrm_hf.model_files import EncoderError, check_encoder, check_tokenizer, check_weights, load_tokenizer
+from qrm_hf.modeling.model_files import EncoderError, check_encoder, check_tokenizer, check_weights, load_tokenizer
 
 
 def test_missing_folder_is_named_for_paths_only(tmp_path):

@@ -4,7 +4,7 @@ from conftest import load_without_qrm_hf
 from torch import nn
 
 from qrm_hf import QueryRewardEnsemble, QueryRewardModel, QueryScorer
-from qrm_hf.model_files import save_reward_model
+from qrm_hf.modeling.model_files import save_reward_model
 
 
 def batch(tokenizer, queries=("how do owls hunt ?", "owls hunt", "which form of government is in greece ?")):

@@ -10,12 +10,11 @@ from conftest import load_without_qrm_hf
 from transformers import AutoModel, MPNetModel
 
 from qrm_hf import QRMTrainer, QRMTrainingArguments, QueryRewardConfig, QueryRewardModel
-from qrm_hf.configuration_qrm import encoder_dropout_fields
-from qrm_hf.model_files import EncoderError, check_max_length, encoder_positions, save_reward_model
-from qrm_hf.run_config import RunConfig
-from qrm_hf.scoring import QueryScorer, quantize_linear_layers
-from qrm_hf.search_space import SearchSpace
-from qrm_hf.training_run import RunBuilder
+from qrm_hf.modeling.configuration_qrm import encoder_dropout_fields
+from qrm_hf.modeling.model_files import EncoderError, check_max_length, encoder_positions, save_reward_model
+from qrm_hf.run.config import RunConfig
+from qrm_hf.scoring.scorer import QueryScorer, quantize_linear_layers
+from qrm_hf.training.build import RunBuilder
 
 QUERIES = ["how do owls hunt ?", "owls hunt", "which form of government is in greece ?"]
 
@@ -66,7 +65,7 @@ def test_layer_wise_decay_follows_mpnet_layer_names(make_mpnet_model, tmp_path):
 def test_reinit_top_layers_renews_only_the_top_mpnet_block(tiny_mpnet_config, tmp_path):
     torch.manual_seed(0)
     encoder = MPNetModel(tiny_mpnet_config)
-    builder = RunBuilder(RunConfig(model="x"), SearchSpace(parameters=(), fixed={"num_hidden_layers": 0}), encoder)
+    builder = RunBuilder(RunConfig(model="x"), {"num_hidden_layers": 0}, encoder)
     pretrained = {f"encoder.{name}": tensor for name, tensor in encoder.state_dict().items()}
     _, renewed = builder.build({"reinit_top_layers": 1}, tmp_path / "a")
     changed = {

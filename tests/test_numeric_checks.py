@@ -15,11 +15,11 @@ import yaml
 from conftest import REPO, write_yaml
 
 from qrm_hf.commands import main
-from qrm_hf.field_values import check_training, training_field_types
 from qrm_hf.numeric_checks import Domain, check_finite
 from qrm_hf.pipeline import check_run
-from qrm_hf.run_config import FIELD_DOMAINS, ConfigError, RunConfig, load_run_config, packaged_configs
-from qrm_hf.search_space import SearchSpace, SearchSpaceError
+from qrm_hf.run.config import FIELD_DOMAINS, ConfigError, RunConfig, load_run_config, packaged_configs
+from qrm_hf.search.space import SearchSpace, SearchSpaceError
+from qrm_hf.training.fields import check_training, training_field_types
 
 NAN, INF = float("nan"), float("inf")
 # Not a usable number anywhere: NaN, both infinities, a whole number past 64 bits, a bool, a numeric string.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qrm_hf.packaged_encoders import (
+from qrm_hf.modeling.packaged_encoders import (
     COMPLETE_MARKER,
     MPNET_ARCHIVE,
     PackagedEncoderError,
@@ -22,7 +22,7 @@ from qrm_hf.packaged_encoders import (
     installed_pieces,
     packaged_hub_id,
 )
-from qrm_hf.run_config import RunConfig
+from qrm_hf.run.config import RunConfig
 
 
 def test_all_mpnet_base_v2_resolves_by_name_to_the_real_base_size_encoder(mpnet_path):

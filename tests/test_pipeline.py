@@ -3,9 +3,9 @@
 import pytest
 
 from qrm_hf.pipeline import check_run, run_pipeline
-from qrm_hf.run_config import RunConfig
-from qrm_hf.search import SamplerOptionsError
-from qrm_hf.search_space import SearchSpace, SearchSpaceError
+from qrm_hf.run.config import RunConfig
+from qrm_hf.search.space import SearchSpace, SearchSpaceError
+from qrm_hf.search.study import SamplerOptionsError
 
 SPACE = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-4, "log": True}, "num_epochs": 1}
 

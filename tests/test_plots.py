@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from qrm_hf.metrics import PAPER_THRESHOLD
-from qrm_hf.plots import (
+from qrm_hf.reporting.plots import (
     FINAL_MODEL_PLOTS,
     STUDY_PLOTS,
     final_model_plots,
@@ -28,7 +28,7 @@ from qrm_hf.plots import (
     threshold_curve,
     varying_parameters,
 )
-from qrm_hf.search_space import SearchSpace
+from qrm_hf.search.space import SearchSpace
 
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ import pytest
 from conftest import BATCH_TOLERANCE, REPO
 
 from qrm_hf.commands.predict import main as predict_main
-from qrm_hf.scoring import QueryScorer
+from qrm_hf.scoring.scorer import QueryScorer
 
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
 

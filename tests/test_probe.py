@@ -2,7 +2,7 @@
 
 import pytest
 
-from qrm_hf.probe import FAMILIES, RULES, ProbeResult, format_probe, probe, rule_costs, well_formed_queries
+from qrm_hf.reporting.probe import FAMILIES, RULES, ProbeResult, format_probe, probe, rule_costs, well_formed_queries
 
 QUERIES = ["how do owls hunt ?", "what is the capital of france ?", "why is the sky blue ?"]
 
@@ -73,9 +73,9 @@ def test_an_ensembles_spread_is_reported_per_family():
 
 
 def test_probe_scorer_measures_the_spread_of_an_ensemble_only(make_tiny_model, tokenizer):
-    from qrm_hf.modeling_qrm import QueryRewardEnsemble
-    from qrm_hf.probe import probe_scorer
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.modeling.modeling_qrm import QueryRewardEnsemble
+    from qrm_hf.reporting.probe import probe_scorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     queries, labels = [*QUERIES, "owls"], [1.0, 0.8, 1.0, 0.0]
     single = QueryScorer(make_tiny_model().eval(), tokenizer)

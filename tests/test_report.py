@@ -15,10 +15,9 @@ import yaml
 from conftest import REPO, final_summary, load_script
 from optuna.trial import TrialState
 
-from qrm_hf.final_outputs import save_test_predictions
-from qrm_hf.report import _final_model_section, convergence_verdict, render_report, summarize, write_report
-from qrm_hf.run_folder import Calibration
-from qrm_hf.search_space import SearchSpace
+from qrm_hf.reporting.report import _final_model_section, convergence_verdict, render_report, summarize, write_report
+from qrm_hf.run.folder import Calibration, save_test_predictions
+from qrm_hf.search.space import SearchSpace
 
 SEARCH_SPACE = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())["search_space"]
 TEST_METRICS = {"mse": 0.021234567890123, "pearson": 0.8512, "accuracy": 0.875, "f1": 0.7, "n": 40}
@@ -194,7 +193,7 @@ def test_verdict_counts_pruned_but_not_running_trials():
 
 
 def test_report_calls_a_dead_workers_trial_interrupted_not_running():
-    from qrm_hf.storage import WORKER_ATTR, Worker
+    from qrm_hf.search.storage import WORKER_ATTR, Worker
 
     child = subprocess.Popen(["sleep", "600"])  # a real worker process, then gone
     worker = Worker.of_process(child.pid)

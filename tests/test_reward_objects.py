@@ -9,9 +9,9 @@ import pickle
 import pytest
 from conftest import BATCH_TOLERANCE, tiny_policy
 
-from qrm_hf.policy_text import PolicyTextCleaner, tool_call_queries
-from qrm_hf.rewards import AsyncQueryReward, QueryReward, make_reward_function
-from qrm_hf.scoring import QueryScorer
+from qrm_hf.scoring.policy_text import PolicyTextCleaner, tool_call_queries
+from qrm_hf.scoring.rewards import AsyncQueryReward, QueryReward, make_reward_function
+from qrm_hf.scoring.scorer import QueryScorer
 
 QUERY = "how do owls hunt at night ?"
 

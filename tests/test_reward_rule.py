@@ -2,7 +2,7 @@
 
 import pytest
 
-from qrm_hf.reward_rule import RewardRule, content_words, has_visible_character, repeated_share, without_prompt
+from qrm_hf.scoring.reward_rule import RewardRule, content_words, has_visible_character, repeated_share, without_prompt
 
 
 def fixed_model(score: float = 0.9, tokens: int = 8):
@@ -129,8 +129,8 @@ def test_a_rule_travels_as_json_and_unknown_keys_are_named():
     ],
 )
 def test_the_guards_read_the_text_as_the_model_reads_it(disguised, plain):
-    from qrm_hf.reward_rule import fold_text
-    from qrm_hf.scoring import normalize_query
+    from qrm_hf.scoring.reward_rule import fold_text
+    from qrm_hf.scoring.scorer import normalize_query
 
     assert fold_text(disguised) == plain
     assert normalize_query(disguised) == (plain if plain.strip() else "")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import BATCH_TOLERANCE, tiny_policy
 
-from qrm_hf.rewards import completion_text, make_reward_function
-from qrm_hf.scoring import QueryScorer
+from qrm_hf.scoring.rewards import completion_text, make_reward_function
+from qrm_hf.scoring.scorer import QueryScorer
 
 TEXTS = ["how do owls hunt ?", "owls", "what is the capital of france"]
 
@@ -170,7 +170,7 @@ def test_unreadable_completions_are_scored_as_empty_with_one_warning(scorer, cap
         {"role": "assistant", "content": "owls"},
     ]
 
-    with caplog.at_level("WARNING", logger="qrm_hf.rewards"):
+    with caplog.at_level("WARNING", logger="qrm_hf.scoring.rewards"):
         first = reward(prompts=["p"] * 6, completions=completions)
         second = reward(prompts=["p"] * 6, completions=completions)
 
@@ -246,7 +246,7 @@ def test_reward_function_refuses_incomplete_weights_naming_the_file(saved_model_
 def test_the_prompt_guard_reads_each_prompt_and_only_a_conversations_user_messages(scorer):
     """With min_prompt_overlap, a completion must share a content word with its prompt: of a chat prompt, the user
     messages count (a system prompt's words would otherwise make any completion relevant)."""
-    from qrm_hf.rewards import prompt_text
+    from qrm_hf.scoring.rewards import prompt_text
 
     chat = [
         {"role": "system", "content": "You write search queries for a web search engine"},

@@ -3,7 +3,7 @@
 import pytest
 from conftest import REPO, option_strings, write_yaml
 
-from qrm_hf.run_config import ConfigError, RunLayout, load_run_config, make_run_parser, packaged_configs
+from qrm_hf.run.config import ConfigError, RunLayout, load_run_config, make_run_parser, packaged_configs
 
 
 def test_packaged_configs_load_by_name():
@@ -102,7 +102,7 @@ def test_a_whole_float_is_an_int_field(tmp_path):
 
 def test_the_base_size_config_trains_the_packaged_mpnet_and_passes_every_check():
     from qrm_hf.pipeline import check_run
-    from qrm_hf.search_space import SearchSpace
+    from qrm_hf.search.space import SearchSpace
 
     config = load_run_config("cpu-base")
     assert config.model == "all-mpnet-base-v2" and config.search_train_samples == 2000

@@ -1,20 +1,28 @@
-"""The run folder: writable or refused, one final-model writer, and final_model.json through one typed class."""
+"""The run folder: writable or refused, one final-model writer, final_model.json through one typed class, and every
+file a run leaves written and read through `run.folder`."""
 
 import json
 import os
 import socket
 
+import numpy as np
 import pytest
 from conftest import final_summary
 
-from qrm_hf.run_config import ConfigError, RunLayout
-from qrm_hf.run_folder import (
+from qrm_hf.run.config import ConfigError, RunLayout
+from qrm_hf.run.folder import (
     FinalModelClaimed,
     check_writable,
     claim_final_model,
+    load_test_predictions,
     offset_advice,
     read_final_summary,
+    read_probe,
+    read_test_metrics,
+    save_test_predictions,
     write_final_summary,
+    write_probe,
+    write_test_metrics,
 )
 
 
@@ -63,3 +71,30 @@ def test_offset_advice_names_encoder_dropout_only_where_it_is_on():
     assert "encoder_dropout 0" in offset_advice(None)  # None keeps the encoder's own dropout
     assert "encoder_dropout 0" not in offset_advice(0.0)
     assert "off already" in offset_advice(0.0)
+
+
+def test_predictions_round_trip_exactly(tmp_path):
+    path = save_test_predictions((np.array([[0.123456789], [0.9]]),), [1.0, 0.2], tmp_path / "p.json")
+    predicted, true = load_test_predictions(path)
+    assert predicted.tolist() == [0.123456789, 0.9] and true.tolist() == [1.0, 0.2]
+
+
+def test_nan_predictions_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="predictions contain 1 values that are nan"):
+        save_test_predictions([0.1, float("nan")], [0.0, 1.0], tmp_path / "p.json")
+
+
+def test_a_file_the_run_has_not_written_reads_as_none(tmp_path):
+    layout = RunLayout(tmp_path)
+    assert read_test_metrics(layout.test_metrics) is None and read_probe(layout.probe) is None
+    assert load_test_predictions(layout.test_predictions) is None and read_final_summary(layout.final_summary) is None
+
+
+def test_what_the_run_folder_writes_it_reads_back(tmp_path):
+    layout = RunLayout(tmp_path)
+    write_test_metrics({"mse": 0.05, "pearson": float("nan")}, layout.test_metrics)
+    write_probe({"families": {"shuffled": {"mean_gap": -0.3}}}, layout.probe)
+    assert read_test_metrics(layout.test_metrics)["pearson"] is None
+    assert "pearson" in read_test_metrics(layout.test_metrics)["undefined"]
+    assert read_probe(layout.probe) == {"families": {"shuffled": {"mean_gap": -0.3}}}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["probe.json", "test_metrics.json"]

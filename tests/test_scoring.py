@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from qrm_hf import QueryRewardConfig, QueryRewardModel
-from qrm_hf.model_files import save_reward_model
-from qrm_hf.scoring import QueryScorer
+from qrm_hf.modeling.model_files import save_reward_model
+from qrm_hf.scoring.scorer import QueryScorer
 
 QUERIES = [
     "how do owls hunt ?",
@@ -169,7 +169,7 @@ def test_hub_id_missing_from_the_offline_cache_is_an_os_error(tmp_path, monkeypa
 def test_classify_uses_the_models_decision_threshold(saved_model_dir, tmp_path):
     import shutil
 
-    from qrm_hf.modeling_qrm import QueryRewardModel
+    from qrm_hf.modeling.modeling_qrm import QueryRewardModel
 
     folder = tmp_path / "thresholded"
     shutil.copytree(saved_model_dir, folder)
@@ -195,7 +195,7 @@ def test_lone_surrogates_are_scored_as_the_replacement_character_without_failing
 
 
 def test_normalize_query_replaces_surrogates_drops_a_bom_and_blanks():
-    from qrm_hf.scoring import normalize_query
+    from qrm_hf.scoring.scorer import normalize_query
 
     assert normalize_query("a\ud800b\udc00") == "a\ufffdb\ufffd"
     assert normalize_query("\ufeffhow do owls hunt ?") == "how do owls hunt ?"
@@ -294,7 +294,7 @@ def test_a_path_that_does_not_exist_is_a_missing_folder_not_a_bad_repo_id(tmp_pa
 def test_a_megabyte_query_is_cut_before_tokenizing_and_scores_as_its_visible_start(scorer):
     """The model sees max_length tokens; text past max_length * MAX_CHARS_PER_TOKEN characters is never
     tokenized, so one huge query cannot stall a batch, and its score is that of the text the model can see."""
-    from qrm_hf.scoring import MAX_CHARS_PER_TOKEN
+    from qrm_hf.scoring.scorer import MAX_CHARS_PER_TOKEN
 
     huge = "how do owls hunt ? " * 60_000  # 1.1 MB
     limit = scorer.max_length * MAX_CHARS_PER_TOKEN
@@ -309,7 +309,7 @@ def test_a_megabyte_query_is_cut_before_tokenizing_and_scores_as_its_visible_sta
 def test_the_int8_backend_quantizes_the_encoder_but_not_its_residual_projections_nor_the_head(saved_model_dir):
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
-    from qrm_hf.scoring import FLOAT_LINEAR_SUFFIXES
+    from qrm_hf.scoring.scorer import FLOAT_LINEAR_SUFFIXES
 
     scorer = QueryScorer.from_pretrained(saved_model_dir, backend="int8")
     kinds = {name: type(module) for name, module in scorer.model.encoder.named_modules() if "W" in name.split(".")[-1]}

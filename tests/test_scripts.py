@@ -253,8 +253,8 @@ def test_a_late_step_that_fails_never_costs_the_trained_model(tmp_path, data_dir
 def test_a_failed_save_leaves_no_folder_that_loads_and_says_how_much_space(tmp_path, monkeypatch, saved_model_dir):
     import errno
 
-    import qrm_hf.final as final
-    from qrm_hf.card import QueryRewardCardData
+    import qrm_hf.modeling.model_files as model_files
+    from qrm_hf.reporting.card import QueryRewardCardData, write_model_card
 
     model = QueryRewardModel.from_pretrained(saved_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(saved_model_dir)
@@ -263,7 +263,8 @@ def test_a_failed_save_leaves_no_folder_that_loads_and_says_how_much_space(tmp_p
         (folder / "model.safetensors").write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(final, "save_reward_model", disk_full)
+    monkeypatch.setattr(model_files, "save_reward_model", disk_full)
+    card = QueryRewardCardData(model_name="m")
     with pytest.raises(OSError, match=r"No space left on device.*needs about \d+ MiB, \d+ MiB are free"):
-        final.save_final(model, tokenizer, tmp_path / "final_model", QueryRewardCardData(model_name="m"))
+        model_files.save_model_folder(model, tokenizer, tmp_path / "final_model", lambda at: write_model_card(at, card))
     assert list(tmp_path.iterdir()) == []

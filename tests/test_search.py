@@ -10,9 +10,9 @@ from optuna.trial import TrialState
 from transformers import AutoModel, AutoTokenizer
 
 from qrm_hf.data import load_splits, tokenize_splits
-from qrm_hf.run_config import RunConfig
-from qrm_hf.search import open_study, run_search, write_history
-from qrm_hf.search_space import SearchSpace
+from qrm_hf.run.config import RunConfig
+from qrm_hf.search.space import SearchSpace
+from qrm_hf.search.study import open_study, run_search, write_history
 
 SPACE = {
     "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
@@ -123,7 +123,7 @@ def test_samplers_and_pruners_by_name(tmp_path, tiny_encoder_dir):
 
 @pytest.mark.parametrize("name", ["tpe", "random", "grid", "gp", "qmc"])
 def test_every_sampler_draws_points_of_the_space(name):
-    from qrm_hf.search import make_sampler
+    from qrm_hf.search.study import make_sampler
 
     space = SearchSpace.from_dict(
         {
@@ -141,7 +141,7 @@ def test_every_sampler_draws_points_of_the_space(name):
 
 
 def test_sampler_options_reach_the_sampler_and_are_checked():
-    from qrm_hf.search import SamplerOptionsError, make_sampler, startup_trials
+    from qrm_hf.search.study import SamplerOptionsError, make_sampler, startup_trials
 
     space = SearchSpace.from_dict(SPACE)
     sampler = make_sampler("tpe", 42, space, {"n_startup_trials": 4, "multivariate": True})
@@ -189,7 +189,7 @@ def test_warm_start_points_run_first_and_each_trial_says_how_it_was_drawn(prepar
     ],
 )
 def test_an_invalid_warm_start_point_is_refused_before_the_study_is_touched(tmp_path, tiny_encoder_dir, point, message):
-    from qrm_hf.search_space import SearchSpaceError
+    from qrm_hf.search.space import SearchSpaceError
 
     config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), search_space=SPACE, warm_start=[point])
     with pytest.raises(SearchSpaceError, match=message):
@@ -207,7 +207,7 @@ def test_a_head_without_hidden_layers_can_be_searched(prepared, tmp_path, tiny_e
 
 
 def test_the_best_trials_own_model_is_kept(prepared, tmp_path, tiny_encoder_dir):
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     config, _, study = search(prepared, tmp_path, tiny_encoder_dir, n_trials=3, keep_best_trial_model=True)
     folder = config.run_dir / "best_trial_model"
@@ -222,7 +222,7 @@ def test_the_best_trials_own_model_is_kept(prepared, tmp_path, tiny_encoder_dir)
 def test_two_workers_started_together_never_draw_the_same_point(tmp_path, name):
     """Two workers of one study, seeded alike, ask for trials at the same moment: plain samplers hand both the
     same start-up point; seeded per trial, each trial draws its own, and a rerun with the seed repeats the run."""
-    from qrm_hf.search import TrialSeededSampler, make_sampler
+    from qrm_hf.search.study import TrialSeededSampler, make_sampler
 
     space = SearchSpace.from_dict(SPACE)
     storage = f"sqlite:///{tmp_path / 'study.db'}"

@@ -4,7 +4,7 @@ import optuna
 import pytest
 import yaml
 
-from qrm_hf.search_space import SearchSpace, SearchSpaceError
+from qrm_hf.search.space import SearchSpace, SearchSpaceError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

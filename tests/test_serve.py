@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from conftest import BATCH_TOLERANCE, REPO, free_port
 
-from qrm_hf.client import QueryScorerClient, ScoringRequestError
-from qrm_hf.reward_rule import RewardRule
-from qrm_hf.rewards import make_reward_function
-from qrm_hf.scoring import QueryScorer
-from qrm_hf.serve import ServeConfig
-from qrm_hf.serve_config import CPU_PASS_OVERHEAD_TOKENS
+from qrm_hf.scoring.client import QueryScorerClient, ScoringRequestError
+from qrm_hf.scoring.reward_rule import RewardRule
+from qrm_hf.scoring.rewards import make_reward_function
+from qrm_hf.scoring.scorer import QueryScorer
+from qrm_hf.serving.app import ServeConfig
+from qrm_hf.serving.config import CPU_PASS_OVERHEAD_TOKENS
 
 QUERIES = ["how do owls hunt ?", "owls", "what is the capital of france", "cheap flights to rome in may"]
 # Of many lengths (a blank one, one far over max_length), so batches mix padding and truncation.
@@ -160,7 +160,7 @@ def server(saved_model_dir, tmp_path_factory) -> str:
 
 def test_encoding_a_chunk_at_a_time_gives_what_encoding_at_once_gives(scorer, monkeypatch):
     from qrm_hf import serve
-    from qrm_hf.scoring import normalize_query
+    from qrm_hf.scoring.scorer import normalize_query
 
     texts = [*POOL, *COMPLETIONS] * 3
     normalized = [normalize_query(text) for text in texts]
@@ -518,7 +518,7 @@ def test_a_model_that_fails_to_load_is_one_error_line_and_exit_2_before_the_port
 def test_health_is_503_until_the_model_is_loaded_and_the_client_retries_through_it(saved_model_dir):
     import uvicorn
 
-    from qrm_hf.serve import create_app
+    from qrm_hf.serving.app import create_app
 
     release = threading.Event()
 

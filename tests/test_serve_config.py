@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from qrm_hf.reward_rule import RewardRule
-from qrm_hf.serve_config import CPU_PASS_OVERHEAD_TOKENS, DEFAULT_MAX_REQUEST_TOKENS, ServeConfig
+from qrm_hf.scoring.reward_rule import RewardRule
+from qrm_hf.serving.config import CPU_PASS_OVERHEAD_TOKENS, DEFAULT_MAX_REQUEST_TOKENS, ServeConfig
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qrm_hf.soup import Ingredient, average_weights, greedy_ensemble, greedy_soup, soup_key
+from qrm_hf.training.soup import Ingredient, average_weights, greedy_ensemble, greedy_soup, soup_key
 
 
 def test_a_soup_of_two_models_is_the_mean_of_their_weights(make_tiny_model):

@@ -12,8 +12,8 @@ from conftest import free_port, load_script
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from qrm_hf.run_config import RunConfig
-from qrm_hf.search_space import SearchSpace
+from qrm_hf.run.config import RunConfig
+from qrm_hf.search.space import SearchSpace
 
 
 def search_main(argv):
@@ -109,7 +109,7 @@ def test_finished_trial_missing_a_parameter_of_the_space_is_refused(tmp_path, ru
 
 
 def test_plain_postgresql_urls_use_the_driver_the_postgres_extra_installs():
-    from qrm_hf.storage import with_driver
+    from qrm_hf.search.storage import with_driver
 
     assert importlib.util.find_spec("psycopg") is None, "this checks the machine has psycopg2 only, as the extra does"
     assert with_driver("postgresql://qrm:pw@db-host/optuna") == "postgresql+psycopg2://qrm:pw@db-host/optuna"
@@ -120,7 +120,7 @@ def test_plain_postgresql_urls_use_the_driver_the_postgres_extra_installs():
 
 def test_plain_postgresql_url_reaches_the_server_with_password_hidden():
     """The driver is found: the error is the unreachable server, not a missing psycopg."""
-    from qrm_hf.storage import StorageError, make_storage
+    from qrm_hf.search.storage import StorageError, make_storage
 
     with pytest.raises(
         StorageError, match=r"--storage 'postgresql://qrm:\*\*\*@127\.0\.0\.1:\d+/optuna': cannot connect"
@@ -130,7 +130,7 @@ def test_plain_postgresql_url_reaches_the_server_with_password_hidden():
 
 @pytest.mark.slow
 def test_plain_postgresql_url_opens_a_real_study(postgres_url):
-    from qrm_hf.storage import make_storage
+    from qrm_hf.search.storage import make_storage
 
     plain = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
     study = optuna.create_study(storage=make_storage(plain, heartbeat_interval=None), study_name="plain-url")
@@ -149,7 +149,7 @@ def test_plain_postgresql_url_opens_a_real_study(postgres_url):
     ],
 )
 def test_storage_files_that_cannot_be_used_are_named(tmp_path, url, message):
-    from qrm_hf.storage import StorageError, make_storage
+    from qrm_hf.search.storage import StorageError, make_storage
 
     (tmp_path / "not-a-db.db").write_text("query\tscore\nhow do owls hunt ?\t1.0\n" * 50)
     before = (tmp_path / "not-a-db.db").read_bytes()
@@ -181,7 +181,7 @@ def test_a_sqlite_path_that_cannot_be_created_stops_the_search_with_exit_2(run_c
 # A worker as the search records it, reduced to Optuna: it starts a trial, draws its point, says so, and waits.
 TRIAL_STARTER = """
 import sys, time, optuna
-from qrm_hf.storage import make_storage, record_worker
+from qrm_hf.search.storage import make_storage, record_worker
 
 class RecordingSampler(optuna.samplers.RandomSampler):
     def before_trial(self, study, trial):
@@ -213,8 +213,8 @@ def killed_in_a_trial(url: str, heartbeat: int) -> int:
     ("kind", "heartbeat"), [("sqlite", 60), ("sqlite", 0), ("journal", 0)], ids=["heartbeat", "no-heartbeat", "journal"]
 )
 def test_a_dead_workers_running_trial_is_failed_and_its_point_queued_again(tmp_path, caplog, kind, heartbeat):
-    from qrm_hf.storage import WORKER_ATTR, Worker, make_storage, record_worker, retry_trials_of_dead_workers
-    from qrm_hf.trials import summarize
+    from qrm_hf.search.storage import WORKER_ATTR, Worker, make_storage, record_worker, retry_trials_of_dead_workers
+    from qrm_hf.search.trials import summarize
 
     url = f"sqlite:///{tmp_path}/study.db" if kind == "sqlite" else f"journal://{tmp_path}/study.log"
     storage = make_storage(url, heartbeat or None)
@@ -253,7 +253,7 @@ def test_a_dead_workers_running_trial_is_failed_and_its_point_queued_again(tmp_p
 
 
 def test_a_worker_is_gone_once_its_process_exits_or_its_pid_is_reused():
-    from qrm_hf.storage import Worker
+    from qrm_hf.search.storage import Worker
 
     child = subprocess.Popen(["sleep", "600"])
     worker = Worker.of_process(child.pid)
@@ -286,7 +286,7 @@ def test_a_worker_is_gone_once_its_process_exits_or_its_pid_is_reused():
     ],
 )
 def test_a_trial_without_a_well_formed_worker_record_is_never_judged(recorded):
-    from qrm_hf.storage import WORKER_ATTR, Worker, retry_trials_of_dead_workers
+    from qrm_hf.search.storage import WORKER_ATTR, Worker, retry_trials_of_dead_workers
 
     study = optuna.create_study()
     trial = study.ask()

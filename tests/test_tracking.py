@@ -13,9 +13,9 @@ from conftest import free_port
 from transformers import AutoModel, AutoTokenizer
 
 from qrm_hf.data import load_splits, tokenize_splits
-from qrm_hf.run_config import RunConfig
-from qrm_hf.search import run_search
-from qrm_hf.search_space import SearchSpace
+from qrm_hf.run.config import RunConfig
+from qrm_hf.search.space import SearchSpace
+from qrm_hf.search.study import run_search
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},

@@ -2,7 +2,7 @@ import pytest
 from transformers import TrainerControl, TrainerState
 
 from qrm_hf import QRMTrainer, QRMTrainingArguments
-from qrm_hf.trainer import PerTrialEarlyStopping, best_epoch, best_validation_mse
+from qrm_hf.training.trainer import PerTrialEarlyStopping, best_epoch, best_validation_mse
 
 
 def optimizer_groups(model, tmp_path, **arguments):

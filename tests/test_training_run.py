@@ -4,10 +4,10 @@ import pytest
 from datasets import Dataset, DatasetDict
 from transformers import AutoModel, AutoTokenizer
 
-from qrm_hf.run_config import RunConfig
-from qrm_hf.search_space import SearchSpace
-from qrm_hf.trainer import PerTrialEarlyStopping
-from qrm_hf.training_run import RunBuilder, make_trainer
+from qrm_hf.run.config import RunConfig
+from qrm_hf.search.space import SearchSpace
+from qrm_hf.training.build import RunBuilder, make_trainer
+from qrm_hf.training.trainer import PerTrialEarlyStopping
 
 SPACE = {"learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}, "num_hidden_layers": 0}
 
@@ -17,7 +17,7 @@ def built(tiny_encoder_dir, tmp_path_factory):
     config = RunConfig(
         model=str(tiny_encoder_dir), seed=7, training={"per_device_eval_batch_size": 16, "max_length": 48}
     )
-    builder = RunBuilder(config, SearchSpace.from_dict(SPACE), AutoModel.from_pretrained(tiny_encoder_dir))
+    builder = RunBuilder(config, SearchSpace.from_dict(SPACE).fixed, AutoModel.from_pretrained(tiny_encoder_dir))
     args, model = builder.build({"learning_rate": 3e-4, "max_length": 24}, tmp_path_factory.mktemp("run"))
     return config, args, model
 
@@ -50,7 +50,7 @@ def test_reinit_top_layers_renews_the_top_blocks_and_keeps_the_rest_pretrained(t
 
     encoder = AutoModel.from_pretrained(tiny_encoder_dir)
     config = RunConfig(model=str(tiny_encoder_dir))
-    builder = RunBuilder(config, SearchSpace(parameters=(), fixed={"num_hidden_layers": 0}), encoder)
+    builder = RunBuilder(config, {"num_hidden_layers": 0}, encoder)
     pretrained = {f"encoder.{name}": tensor for name, tensor in encoder.state_dict().items()}
 
     _, kept = builder.build({}, tmp_path / "a")

@@ -6,8 +6,8 @@ import subprocess
 import optuna
 from optuna.trial import TrialState
 
-from qrm_hf.storage import WORKER_ATTR, Worker, record_worker
-from qrm_hf.trials import MODELLED, STARTUP, WARM_START, origin_at_start, summarize, trial_origin, worker_gone
+from qrm_hf.search.storage import WORKER_ATTR, Worker, record_worker
+from qrm_hf.search.trials import MODELLED, STARTUP, WARM_START, origin_at_start, summarize, trial_origin, worker_gone
 
 
 def test_origins_warm_start_then_start_up_then_the_sampler():

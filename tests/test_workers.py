@@ -21,8 +21,8 @@ from conftest import REPO
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from qrm_hf.storage import WORKER_ATTR, Worker, make_storage
-from qrm_hf.trials import summarize
+from qrm_hf.search.storage import WORKER_ATTR, Worker, make_storage
+from qrm_hf.search.trials import summarize
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -30,7 +30,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 with the student's folder and test metrics printed, 2 for bad input (before any training)."""
-    from ..run_config import ConfigError
+    from ..run.config import ConfigError
 
     parser = make_parser()
     try:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from ..data import DataFormatError
     from ..distill import distill
-    from ..model_files import EncoderError
+    from ..modeling.model_files import EncoderError
 
     try:
         result = distill(config)

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
         parser.error("--classify compares scores in [0, 1] with a threshold: leave out --raw")
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
-    from ..scoring import QueryScorer, normalize_query, resolve_device
+    from ..scoring.scorer import QueryScorer, normalize_query, resolve_device
 
     try:
         device = resolve_device(args.device)

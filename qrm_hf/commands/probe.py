@@ -15,7 +15,7 @@ from . import error_exit
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from ..run_config import DEFAULT_DATASET
+    from ..data import DEFAULT_DATASET
 
     parser = argparse.ArgumentParser(
         prog="qrm probe",
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.queries < 1:
         parser.error(f"--queries must be >= 1, got {args.queries}")
     from ..data import load_splits
-    from ..probe import format_probe, probe_scorer
-    from ..scoring import QueryScorer
+    from ..reporting.probe import format_probe, probe_scorer
+    from ..scoring.scorer import QueryScorer
 
     try:
         scorer = QueryScorer.from_pretrained(args.model, device=args.device)

@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 with the commit URL printed; 2 when the folder is no reward model or the push fails."""
     args = make_parser().parse_args(argv)
     setup_logging()
-    from ..final import push_folder
-    from ..model_files import check_reward_model
+    from ..modeling.model_files import check_reward_model, push_folder
 
     try:
         check_reward_model(args.folder)

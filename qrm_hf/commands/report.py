@@ -13,7 +13,7 @@ from . import error_exit
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from ..plots import IMPORTANCE_SEED
+    from ..reporting.plots import IMPORTANCE_SEED
 
     parser = argparse.ArgumentParser(
         description="Rebuild a search's plots and report.md from its Optuna storage (also while it runs)."
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     import optuna
 
-    from ..report import StudyNotFoundError, rebuild_report
-    from ..storage import StorageError
+    from ..reporting.report import StudyNotFoundError, rebuild_report
+    from ..search.storage import StorageError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.output_dir is not None and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():

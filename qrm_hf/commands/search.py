@@ -18,14 +18,14 @@ DESCRIPTION = "Search hyperparameters, train the final model, report test metric
 
 def make_parser() -> argparse.ArgumentParser:
     """`--config` plus one flag per RunConfig field (transformers' HfArgumentParser; no torch imported)."""
-    from ..run_config import make_run_parser
+    from ..run.config import make_run_parser
 
     return make_run_parser(DESCRIPTION)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 with the test metrics and model folder printed (rank 0), 2 for bad input, 130 on Ctrl-C."""
-    from ..run_config import ConfigError, parse_run_config
+    from ..run.config import ConfigError, parse_run_config
 
     parser = make_parser()
     try:
@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         return error_exit(error)
     setup_logging()
     from ..data import DataFormatError
-    from ..model_files import EncoderError
+    from ..modeling.model_files import EncoderError
     from ..pipeline import run_pipeline
-    from ..search import SamplerOptionsError, StudyMismatchError
-    from ..search_space import SearchSpaceError
-    from ..storage import StorageError
+    from ..search.space import SearchSpaceError
+    from ..search.storage import StorageError
+    from ..search.study import SamplerOptionsError, StudyMismatchError
 
     try:
         result = run_pipeline(config)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     from accelerate import PartialState
 
-    from ..run_folder import finite_json
+    from ..run.folder import finite_json
 
     if result.model_dir is not None and PartialState().is_main_process:
         printed = {"test_metrics": finite_json(result.test_metrics), "model_dir": str(result.model_dir)}

@@ -5,7 +5,7 @@
     qrm serve --model runs/quickstart/final_model --backend int8   # a faster CPU
     python -m qrm_hf.commands.serve --model runs/quickstart/final_model
 
-Flags and their defaults are the fields of `qrm_hf.serve.ServeConfig`; torch, transformers, fastapi and uvicorn
+Flags and their defaults are the fields of `qrm_hf.serving.app.ServeConfig`; torch, transformers, fastapi and uvicorn
 are imported only inside `main`, so `--help` answers at once.
 """
 
@@ -20,7 +20,7 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-from ..serve_config import ServeConfig
+from ..serving.config import ServeConfig
 
 
 def optional_float(text: str) -> float | None:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
-    from ..model_files import check_reward_model
+    from ..modeling.model_files import check_reward_model
 
     # Checked before listening, so a wrong --model fails at once instead of as a server that never gets ready.
     try:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"error: cannot load --model {config.model}: {error}", file=sys.stderr)
         return 2
-    from ..scoring import resolve_device
+    from ..scoring.scorer import resolve_device
 
     # The device too, so that `--device cuda` without a GPU never prints "Uvicorn running" after its error.
     try:
@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as error:
-        from ..serve import SERVE_EXTRA_HINT
+        from ..serving.app import SERVE_EXTRA_HINT
 
         print(f"error: qrm serve needs {error.name}: {SERVE_EXTRA_HINT}", file=sys.stderr)
         return 2
-    from ..serve import LoadError, load_model, serve
+    from ..serving.app import LoadError, load_model, serve
 
     # The whole model is loaded and scores a fixed text before the port opens: a folder that fails is one line
     # and exit 2, never a server that listens and then dies.

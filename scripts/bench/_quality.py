@@ -57,15 +57,15 @@ def train_fixed(
     seed: int = 42,
 ):
     """Train one fixed configuration of `model` (default the packaged MiniLM) on all of train, keep the best dev
-    epoch, choose the threshold on dev, score test once: `qrm_hf.final.train_final` with nothing searched.
+    epoch, choose the threshold on dev, score test once: `qrm_hf.training.final.train_final` with nothing searched.
     `limits` keeps the first rows of splits (smoke runs only): max_train_samples, max_eval_samples,
     max_test_samples."""
     from transformers import AutoModel, AutoTokenizer
 
     from qrm_hf.data import load_splits, tokenize_splits
-    from qrm_hf.final import train_final
-    from qrm_hf.run_config import RunConfig
-    from qrm_hf.search_space import SearchSpace
+    from qrm_hf.run.config import RunConfig
+    from qrm_hf.search.space import SearchSpace
+    from qrm_hf.training.final import train_final
 
     config = RunConfig(
         model=model,
@@ -80,4 +80,4 @@ def train_fixed(
     tokenized = tokenize_splits(splits, tokenizer, int(values["max_length"]))
     encoder = AutoModel.from_pretrained(config.model_path())
     space = SearchSpace(parameters=(), fixed=dict(values))
-    return train_final(config, space, {}, tokenized, tokenizer, encoder)
+    return train_final(config, space.fixed, {}, tokenized, tokenizer, encoder)

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from qrm_hf.data import load_splits
     from qrm_hf.distill import DistillConfig, distill
-    from qrm_hf.probe import probe_scorer
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.reporting.probe import probe_scorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     limits = {f"max_{split}_samples": getattr(args, f"max_{split}_samples") for split in ("train", "eval", "test")}
     record: dict[str, Any] = {"machine": machine(), "command": sys.argv if argv is None else argv, "arms": {}}

@@ -61,9 +61,9 @@ def model_flops(model, batch) -> float:
 def measure(args, queries, tokenizer, recipe, batch_size, dtype, attention, compiled) -> dict:
     import torch
 
-    from qrm_hf.configuration_qrm import QueryRewardConfig
     from qrm_hf.data import QueryCollator
-    from qrm_hf.modeling_qrm import QueryRewardModel
+    from qrm_hf.modeling.configuration_qrm import QueryRewardConfig
+    from qrm_hf.modeling.modeling_qrm import QueryRewardModel
 
     device = torch.device(args.device)
     encoder = modernbert_config(tokenizer, tiny=args.tiny)
@@ -136,9 +136,9 @@ def measure(args, queries, tokenizer, recipe, batch_size, dtype, attention, comp
 def scorer_rate(args, queries, tokenizer) -> float:
     import torch
 
-    from qrm_hf.configuration_qrm import QueryRewardConfig
-    from qrm_hf.modeling_qrm import QueryRewardModel
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.modeling.configuration_qrm import QueryRewardConfig
+    from qrm_hf.modeling.modeling_qrm import QueryRewardModel
+    from qrm_hf.scoring.scorer import QueryScorer
 
     encoder = modernbert_config(tokenizer, tiny=args.tiny)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32

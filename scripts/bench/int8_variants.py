@@ -33,8 +33,8 @@ def quantized(model_dir: str, per_channel: bool, kept: tuple[str, ...]):
     import torch
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
-    from qrm_hf.modeling_qrm import reward_models
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.modeling.modeling_qrm import reward_models
+    from qrm_hf.scoring.scorer import QueryScorer
 
     scorer = QueryScorer.from_pretrained(model_dir, device="cpu")
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qrm_hf.data import read_tsv
     from qrm_hf.metrics import score_metrics
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     rows = read_tsv(Path(args.data) / f"{args.split}.tsv")
     queries, labels = rows["query"][: args.max_samples], rows["score"][: args.max_samples]

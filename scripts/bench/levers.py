@@ -6,7 +6,7 @@ stopping and best epoch on dev, test scored once), side by side in one run.
 Variant 0 is the plain fine-tune of scripts/bench/quality.py (column A: encoder dropout 0); the others change
 one thing each. A lever counts on dev only: the test column is for the record.
 
-Each variant goes through the pipeline's own final stage (`qrm_hf.final.train_final`), so what is measured is
+Each variant goes through the pipeline's own final stage (`qrm_hf.training.final.train_final`), so what is measured is
 what ships. Printed per variant: dev MSE of the kept epoch, test MSE / MAE / Pearson, accuracy at 0.8 and at
 the threshold chosen on dev, and calibration (mean prediction minus mean label) on test and, in eval mode, on
 2,000 of the model's own training rows.

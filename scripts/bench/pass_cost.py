@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     with tempfile.TemporaryDirectory() as folder:
         if args.model is None:

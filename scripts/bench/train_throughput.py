@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from qrm_hf.data import QueryCollator, read_tsv, tokenize_splits
-    from qrm_hf.modeling_qrm import QueryRewardModel
-    from qrm_hf.run_config import RunConfig
+    from qrm_hf.modeling.modeling_qrm import QueryRewardModel
+    from qrm_hf.run.config import RunConfig
 
     torch.set_num_threads(torch.get_num_threads())
     path = RunConfig(model=args.model).model_path()

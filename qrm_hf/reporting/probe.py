@@ -3,7 +3,7 @@
 A policy trained on this reward will find text that scores high without being a good query. The probe takes real
 well-formed test queries (label >= the paper's 0.8), rewrites each in every degenerate family below, and reports
 per family the mean score, the share of rewrites that score at least as high as their original, and the worst
-cases: once with the model's plain score, and once per reward rule (the guards of `qrm_hf.reward_rule`). It
+cases: once with the model's plain score, and once per reward rule (the guards of `qrm_hf.scoring.reward_rule`). It
 also measures what each rule costs on the real test queries (MSE and accuracy of the rewards against labels).
 For an ensemble it reports the members' mean spread per family: whether they disagree more on degenerate text
 than on real queries, which is what a spread penalty would act on.
@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .metrics import PAPER_THRESHOLD, score_metrics
-from .reward_rule import RewardRule
+from ..metrics import PAPER_THRESHOLD, score_metrics
+from ..scoring.reward_rule import RewardRule
 
 FILLER = "and please also tell me everything about it in as much detail as you possibly can thanks"
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
-from .data import looks_like_path
+from ..data import looks_like_path
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
@@ -44,7 +44,7 @@ def resolve_config_file(name_or_path: str | os.PathLike, revision: str | None = 
         if not config_file.is_file():
             raise OSError(
                 f"{folder} is not a model folder: it has no config.json "
-                "(save one with qrm_hf.final.save_final or model.save_pretrained)"
+                "(save one with qrm_hf.modeling.model_files.save_model_folder or model.save_pretrained)"
             )
         return config_file
     if folder.exists():
@@ -235,6 +235,63 @@ def save_reward_model(model: Any, tokenizer: PreTrainedTokenizerBase, folder: Pa
     return folder
 
 
+def save_model_folder(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    folder: Path,
+    extras: Callable[[Path], object] | None = None,
+) -> Path:
+    """Save a reward model (see `save_reward_model`) and what `extras` writes beside it (its card), atomically:
+    all is written into a folder beside `folder` that replaces it by one rename once complete, so a failed save
+    (disk full, no permission) leaves no folder that later loads, and says how much space the model needs."""
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_reward_model(model, tokenizer, staging)
+        if extras is not None:
+            extras(staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except Exception as error:
+        needed = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+        free = shutil.disk_usage(folder.parent).free
+        raise OSError(
+            f"could not save the model to {folder} ({type(error).__name__}: {error}); it needs about "
+            f"{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free in {folder.parent}; nothing was left there"
+        ) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def push_folder(
+    folder: Path, repo_id: str, private: bool = False, commit_message: str | None = None, revision: str | None = None
+) -> str:
+    """Upload a saved model folder to the Hub; without network or token the error says so and nothing changes."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            commit_message=commit_message or "Upload query reward model",
+            revision=revision,
+        )
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise RuntimeError(
+            f"could not push {folder} to {repo_id}: {error}. Log in with `hf auth login` or set HF_TOKEN, "
+            "check the network, then run scripts/push.py on the saved folder."
+        ) from error
+    return str(info)
+
+
 def load_tokenizer(model: str, name_or_path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
     """The encoder's tokenizer, or EncoderError saying the folder lacks usable tokenizer files."""
     name_or_path = model if name_or_path is None else name_or_path
@@ -279,6 +336,8 @@ def check_tokenizer(
 
 
 __all__ = [
+    "push_folder",
+    "save_model_folder",
     "check_reward_config",
     "check_reward_model",
     "save_reward_model",

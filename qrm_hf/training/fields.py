@@ -19,9 +19,9 @@ import types
 import typing
 from typing import Any
 
-from .configuration_qrm import QueryRewardConfig
-from .numeric_checks import Domain, check_finite, is_number
-from .training_args import QRMTrainingArguments
+from ..modeling.configuration_qrm import QueryRewardConfig
+from ..numeric_checks import Domain, check_finite, is_number
+from .arguments import QRMTrainingArguments
 
 # Parameters of the head: they go to QueryRewardConfig; every other name is a TrainingArguments field.
 MODEL_PARAMETERS = (

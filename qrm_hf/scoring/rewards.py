@@ -20,7 +20,7 @@ import torch
 from .client import QueryScorerClient
 from .policy_text import TOOL_COMBINES, PolicyTextCleaner, argument_query, combine_rewards, policy_queries
 from .reward_rule import DEFAULT_MAX_REPEATED_SHARE, DEFAULT_MIN_CONTENT_WORDS, RewardRule
-from .scoring import QueryScorer, _check_batch_size, normalize_query
+from .scorer import QueryScorer, _check_batch_size, normalize_query
 
 logger = logging.getLogger(__name__)
 

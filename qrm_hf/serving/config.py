@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .reward_rule import DEFAULT_MAX_REPEATED_SHARE, DEFAULT_MIN_CONTENT_WORDS, RewardRule
+from ..scoring.reward_rule import DEFAULT_MAX_REPEATED_SHARE, DEFAULT_MIN_CONTENT_WORDS, RewardRule
 
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("torch", "int8")
@@ -196,7 +196,7 @@ class ServeConfig:
 
     def cleaner(self):
         """The policy-text cleaner of /get_reward (None: off); loads `policy_tokenizer` when one is named."""
-        from .policy_text import PolicyTextCleaner
+        from ..scoring.policy_text import PolicyTextCleaner
 
         if not self.strip_policy_tokens:
             return None

@@ -1,5 +1,6 @@
-"""The run folder: writable before anything starts, one final-model writer at a time, and the typed summary of
-how the final model was made (final_model.json), written and read by one pair of functions.
+"""The run folder: writable before anything starts, one final-model writer at a time, and every file a run leaves
+there (history, the best trial's record, test metrics and predictions, the final summary, the probe) written and
+read by the pairs of functions here, under the names `run.layout` gives them. The report reads through them.
 
 Workers of one study may share an output folder (the README's many-GPU loop). Each trains trials; once the study
 is full, the first to claim the folder trains and saves the final model, and the others exit saying who does.
@@ -18,7 +19,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .run_config import ConfigError, RunLayout
+import numpy as np
+
+from .config import ConfigError
+from .layout import BEST_TRIAL_RECORD_FILE, RunLayout
 
 
 def check_writable(folder: Path, flag: str = "--output-dir") -> None:
@@ -170,7 +174,72 @@ def read_final_summary(path: Path) -> FinalSummary | None:
     return FinalSummary(**values)
 
 
+def write_test_metrics(metrics: dict[str, float], path: Path) -> None:
+    """test_metrics.json: strict JSON, an undefined metric `null` with its reason under `undefined`."""
+    undefined = undefined_metrics(metrics)
+    write_json({**metrics, **({"undefined": undefined} if undefined else {})}, path)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON at `path`, or None when the run has not written it (yet)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_test_metrics(path: Path) -> dict[str, Any] | None:
+    """test_metrics.json as `write_test_metrics` wrote it (an undefined metric is None)."""
+    return read_json(path)
+
+
+def write_optimization_history(history: dict[str, Any], path: Path) -> None:
+    """optimization_history.json: the study's summary (`StudySummary.to_json`)."""
+    write_json(history, path)
+
+
+def write_best_trial_record(folder: Path, trial: int, value: float, params: dict[str, Any]) -> None:
+    """Beside the best trial's own model: which trial it is, its value and its parameters."""
+    write_json({"trial": trial, "value": value, "params": params}, folder / BEST_TRIAL_RECORD_FILE)
+
+
+def write_probe(probe: dict[str, Any], path: Path) -> None:
+    write_json(probe, path)
+
+
+def read_probe(path: Path) -> dict[str, Any] | None:
+    """probe.json (`ProbeResult.to_json`), or None when the probe did not run or failed."""
+    return read_json(path)
+
+
+def save_test_predictions(predictions: Any, references: Any, path: Path) -> Path:
+    """test_predictions.json: the test split's predicted and true scores, for `qrm report` to rebuild its plots
+    without loading a model."""
+    from ..metrics.thresholds import as_scores
+
+    data = {
+        "predictions": as_scores(predictions, "predictions").tolist(),
+        "references": as_scores(references, "references").tolist(),
+    }
+    write_json(data, Path(path))
+    return Path(path)
+
+
+def load_test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(predictions, references) saved by `save_test_predictions`, or None when there are none."""
+    data = read_json(Path(path))
+    if data is None:
+        return None
+    return np.asarray(data["predictions"], dtype=np.float64), np.asarray(data["references"], dtype=np.float64)
+
+
 __all__ = [
+    "load_test_predictions",
+    "read_json",
+    "read_probe",
+    "read_test_metrics",
+    "save_test_predictions",
+    "write_best_trial_record",
+    "write_optimization_history",
+    "write_probe",
+    "write_test_metrics",
     "Calibration",
     "FinalModelClaimed",
     "FinalSummary",

@@ -4,7 +4,7 @@ How the shipped model is made (results/BENCHMARKS.md, "Quality"): the best trial
 whole training split, with the trial's schedule or up to `final_max_epochs`; dev is evaluated after every epoch,
 early stopping applies, and the epoch with the lowest dev MSE is kept (transformers' `load_best_model_at_end`).
 With `final_candidates` > 1 the next best trials of the same architecture are trained the same way and combined
-where dev says so (`qrm_hf.soup`): their weights averaged (`combine: soup`, one model) or their scores
+where dev says so (`qrm_hf.training.soup`): their weights averaged (`combine: soup`, one model) or their scores
 (`combine: ensemble`, a `QueryRewardEnsemble`). The chosen model's dev predictions choose the decision threshold.
 With `refit_on_dev` the chosen members are then trained again on train and dev together, each on the schedule it
 was chosen with and for its best epochs (nothing is left to select on, so nothing is), and combined the same
@@ -17,25 +17,22 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from .card import QueryRewardCardData, write_model_card
-from .metrics import as_scores, choose_threshold, score_metrics
-from .model_files import save_reward_model
-from .modeling_qrm import QueryRewardEnsemble, QueryRewardModel
-from .run_config import RunConfig
-from .run_folder import offset_advice
-from .search_space import SearchSpace
-from .soup import Ingredient, average_weights, greedy_ensemble, greedy_soup, soup_key
+from ..metrics import as_scores, choose_threshold, score_metrics
+from ..modeling.modeling_qrm import QueryRewardEnsemble, QueryRewardModel
+from ..run.config import RunConfig
+from ..run.folder import offset_advice
+from .build import RunBuilder, make_trainer
+from .point import Point
+from .soup import Ingredient, average_weights, greedy_ensemble, greedy_soup
 from .trainer import QRMTrainer, best_epoch
-from .training_run import RunBuilder, make_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +115,15 @@ class CandidateRecord:
     in_model: bool
 
 
-def soup_candidates(completed: Sequence[Any], space: SearchSpace, size: int) -> list[Candidate]:
+def soup_candidates(completed: Sequence[Any], fixed: Mapping[str, Any], size: int) -> list[Candidate]:
     """The best `size` completed trials (FrozenTrials) that can be averaged with the best one (same `soup_key`),
-    best first."""
+    best first; `fixed` holds the space's fixed values."""
     ranked = sorted((trial for trial in completed if trial.value is not None), key=lambda trial: trial.value)
     if not ranked:
         return []
 
     def key(trial: Any) -> tuple:
-        model_values, training = space.split({**space.fixed, **trial.params})
-        return soup_key(model_values, training.get("max_length"))
+        return Point.of(trial.params, fixed).key()
 
     wanted = key(ranked[0])
     same = [trial for trial in ranked if key(trial) == wanted][:size]
@@ -136,7 +132,7 @@ def soup_candidates(completed: Sequence[Any], space: SearchSpace, size: int) -> 
 
 def fit_candidate(
     config: RunConfig,
-    space: SearchSpace,
+    fixed: Mapping[str, Any],
     params: dict[str, Any],
     tokenized: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -148,7 +144,7 @@ def fit_candidate(
     over all of them; early stopping on dev ends it sooner when dev stops improving."""
     checkpoints = config.layout.final_checkpoints
     epochs = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
-    args, model = RunBuilder(config, space, encoder).build(
+    args, model = RunBuilder(config, fixed, encoder).build(
         params,
         checkpoints,
         # Checkpoints only to reload the best epoch: the model alone, the latest and the best kept.
@@ -180,7 +176,7 @@ class StopAfterEpochs(TrainerCallback):
 
 def refit_candidate(
     config: RunConfig,
-    space: SearchSpace,
+    fixed: Mapping[str, Any],
     params: dict[str, Any],
     rows: Any,
     tokenizer: PreTrainedTokenizerBase,
@@ -192,7 +188,7 @@ def refit_candidate(
     stopping: dev is training data here, so the number of epochs comes from the run that could see it. Returns
     the trainer holding the refit model."""
     laid_out = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
-    args, model = RunBuilder(config, space, encoder).build(
+    args, model = RunBuilder(config, fixed, encoder).build(
         params,
         config.layout.final_checkpoints,
         eval_strategy="no",
@@ -216,14 +212,15 @@ def _mse(predictions: Predictions) -> float:
 
 def train_final(
     config: RunConfig,
-    space: SearchSpace,
+    fixed: Mapping[str, Any],
     candidates: dict[str, Any] | Sequence[Candidate],
     tokenized: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     encoder: PreTrainedModel,
 ) -> FinalResult:
-    """Train each candidate (over the space's fixed values) on all of train and keep its best dev epoch; with
-    more than one, combine them greedily on dev (`config.combine`: a weight soup or an ensemble, `qrm_hf.soup`).
+    """Train each candidate (over the space's `fixed` values) on all of train and keep its best dev epoch; with
+    more than one, combine them greedily on dev (`config.combine`: a weight soup or an ensemble,
+    `qrm_hf.training.soup`).
     Then choose the decision threshold on dev (`config.threshold_metric`) and score test once. `candidates` may
     be one point's values."""
     if isinstance(candidates, dict):
@@ -235,9 +232,17 @@ def train_final(
     for index, candidate in enumerate(candidates):
         if len(candidates) > 1:
             logger.info("final stage: candidate %d of %d (%s)", index + 1, len(candidates), candidate.label)
-        fitted = fit_candidate(config, space, candidate.params, tokenized, tokenizer, encoder)
+        fitted = fit_candidate(config, fixed, candidate.params, tokenized, tokenizer, encoder)
         dev = predictions_of(fitted, tokenized["dev"])
-        records[candidate.label] = (candidate, _mse(dev), best_epoch(fitted.state.log_history), fitted.state.epoch)
+        records[candidate.label] = CandidateRecord(
+            label=candidate.label,
+            trial=candidate.trial,
+            search_value=candidate.search_value,
+            dev_mse=_mse(dev),
+            best_epoch=best_epoch(fitted.state.log_history),
+            epochs_run=round(float(fitted.state.epoch or 0.0), 4),
+            in_model=False,
+        )
         if len(candidates) > 1:
             weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in fitted.model.state_dict().items()}
             ingredients.append(Ingredient(candidate.label, weights, _mse(dev)))
@@ -271,8 +276,9 @@ def train_final(
     threshold = choose_threshold(dev.predicted, dev.true, config.threshold_metric)
     if config.refit_on_dev:
         # Selection, combination and threshold are settled on dev; now dev becomes training data as well.
-        plan = [(records[label][0].params, records[label][2] or records[label][3]) for label in chosen]
-        model = refit_combination(config, space, plan, member_config, tokenized, tokenizer, encoder)
+        params = {candidate.label: candidate.params for candidate in candidates}
+        plan = [(params[label], records[label].best_epoch or records[label].epochs_run) for label in chosen]
+        model = refit_combination(config, fixed, plan, member_config, tokenized, tokenizer, encoder)
         model.to(trainer.model.device)
         trainer = make_trainer(trainer.args, tokenizer, tokenized, model=model)
     trainer.model.config.decision_threshold = threshold
@@ -287,21 +293,10 @@ def train_final(
             offset_advice(trainer.model.config.encoder_dropout),
         )
     test = predictions_of(trainer, tokenized["test"])
-    candidate_records = tuple(
-        CandidateRecord(
-            label=label,
-            trial=candidate.trial,
-            search_value=candidate.search_value,
-            dev_mse=dev_mse,
-            best_epoch=epoch,
-            epochs_run=round(float(epochs_run or 0.0), 4),
-            in_model=label in chosen,
-        )
-        for label, (candidate, dev_mse, epoch, epochs_run) in records.items()
-    )
+    candidate_records = tuple(replace(record, in_model=record.label in chosen) for record in records.values())
     return FinalResult(
         model=trainer.model,
-        best_epoch=records[chosen[0]][2],
+        best_epoch=records[chosen[0]].best_epoch,
         decision_threshold=threshold,
         dev=dev,
         test=test,
@@ -315,7 +310,7 @@ def train_final(
 
 def refit_combination(
     config: RunConfig,
-    space: SearchSpace,
+    fixed: Mapping[str, Any],
     plan: Sequence[tuple[dict[str, Any], float]],
     member_config: Any,
     tokenized: DatasetDict,
@@ -334,7 +329,7 @@ def refit_combination(
             len(rows),
             epochs,
         )
-        refit = refit_candidate(config, space, params, rows, tokenizer, encoder, float(epochs)).model
+        refit = refit_candidate(config, fixed, params, rows, tokenizer, encoder, float(epochs)).model
         weights.append({name: tensor.detach().to("cpu", copy=True) for name, tensor in refit.state_dict().items()})
     if len(weights) > 1 and config.combine == "ensemble":
         return QueryRewardEnsemble.from_weights(member_config, weights)
@@ -344,67 +339,6 @@ def refit_combination(
     return model
 
 
-def save_final(
-    model: QueryRewardModel, tokenizer: PreTrainedTokenizerBase, folder: Path, card: QueryRewardCardData
-) -> Path:
-    """Save the final model (see `save_reward_model`) with its model card as README.md, atomically: it is written
-    into a folder beside `folder` that replaces it by one rename once complete, so a failed save (disk full, no
-    permission) leaves no folder that later loads, and says how much space the model needs."""
-    import os
-    import tempfile
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        save_reward_model(model, tokenizer, staging)
-        write_model_card(staging, card)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except Exception as error:
-        needed = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
-        free = shutil.disk_usage(folder.parent).free
-        raise OSError(
-            f"could not save the model to {folder} ({type(error).__name__}: {error}); it needs about "
-            f"{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free in {folder.parent}; nothing was left there"
-        ) from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
-def write_test_metrics(metrics: dict[str, float], path: Path) -> None:
-    """test_metrics.json: strict JSON, an undefined metric `null` with its reason under `undefined`."""
-    from .run_folder import undefined_metrics, write_json
-
-    undefined = undefined_metrics(metrics)
-    write_json({**metrics, **({"undefined": undefined} if undefined else {})}, path)
-
-
-def push_folder(
-    folder: Path, repo_id: str, private: bool = False, commit_message: str | None = None, revision: str | None = None
-) -> str:
-    """Upload a saved model folder to the Hub; without network or token the error says so and nothing changes."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    api = HfApi()
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(
-            folder_path=str(folder),
-            repo_id=repo_id,
-            commit_message=commit_message or "Upload query reward model",
-            revision=revision,
-        )
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise RuntimeError(
-            f"could not push {folder} to {repo_id}: {error}. Log in with `hf auth login` or set HF_TOKEN, "
-            "check the network, then run scripts/push.py on the saved folder."
-        ) from error
-    return str(info)
-
-
 __all__ = [
     "OFFSET_TOLERANCE",
     "Candidate",
@@ -412,11 +346,8 @@ __all__ = [
     "FinalResult",
     "Predictions",
     "fit_candidate",
-    "push_folder",
     "refit_candidate",
     "refit_combination",
-    "save_final",
     "soup_candidates",
     "train_final",
-    "write_test_metrics",
 ]

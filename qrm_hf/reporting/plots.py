@@ -28,7 +28,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .metrics.thresholds import PAPER_THRESHOLD, as_scores, threshold_curve
+from ..metrics.thresholds import PAPER_THRESHOLD, as_scores, threshold_curve
 
 # The true score is the mean of five binary ratings.
 SCORE_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

@@ -20,7 +20,9 @@ from typing import Any
 
 import optuna
 
-from .field_values import (
+from ..numeric_checks import ANY_NUMBER
+from ..training.arguments import QRMTrainingArguments
+from ..training.fields import (
     MODEL_PARAMETERS,
     TRAINING_ALIASES,
     accepts,
@@ -31,8 +33,6 @@ from .field_values import (
     suggest,
     training_field,
 )
-from .numeric_checks import ANY_NUMBER
-from .training_args import QRMTrainingArguments
 
 TRAINING_FIELDS = frozenset(f.name for f in fields(QRMTrainingArguments))
 TYPES = ("float", "int", "categorical")

@@ -6,7 +6,7 @@ model trained on its values get the same arguments, head, collator, early stoppi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,13 @@ import torch
 from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
-from .data import QueryCollator
-from .metrics import compute_metrics
-from .modeling_qrm import QueryRewardModel, initialize_layer
-from .run_config import RunConfig
-from .search_space import SearchSpace
+from ..data import QueryCollator
+from ..metrics import compute_metrics
+from ..modeling.modeling_qrm import QueryRewardModel, initialize_layer
+from ..run.config import RunConfig
+from .arguments import QRMTrainingArguments
+from .point import Point
 from .trainer import HEAD_PREFIX, PerTrialEarlyStopping, QRMTrainer, encoder_depths
-from .training_args import QRMTrainingArguments
 
 
 class RunBuilder:
@@ -28,36 +28,40 @@ class RunBuilder:
 
     The search's `model_init` and the final stage both build through it, so a trial and the final model
     trained on its values get the same arguments and the same head (SetFit's `apply_hyperparameters`).
+    `fixed` holds the space's fixed values, under every point.
 
     Example:
-        >>> builder = RunBuilder(config, space, encoder)  # doctest: +SKIP
+        >>> builder = RunBuilder(config, space.fixed, encoder)  # doctest: +SKIP
         >>> args, model = builder.build(best_params, "out")  # doctest: +SKIP
     """
 
-    def __init__(self, config: RunConfig, space: SearchSpace, encoder: PreTrainedModel | None) -> None:
+    def __init__(self, config: RunConfig, fixed: Mapping[str, Any], encoder: PreTrainedModel | None) -> None:
         self.config = config
-        self.space = space
+        self.fixed = dict(fixed)
         self.encoder = encoder
 
-    def arguments(self, output_dir: Path, values: dict[str, Any] | None = None, **overrides: Any):
-        """TrainingArguments for `values` (the space's fixed values when None); `overrides` win."""
-        _, training = self.space.split({**self.space.fixed, **(values or {})})
-        return base_training_arguments(self.config, output_dir, **{**training, **overrides})
+    def point(self, values: Mapping[str, Any] | None = None) -> Point:
+        """The point of `values` over the fixed values (the fixed values alone when None)."""
+        return Point.of(values or {}, self.fixed)
 
-    def model(self, values: dict[str, Any], args: QRMTrainingArguments) -> QueryRewardModel:
-        """A copy of the pretrained encoder (loaded once) with the head of `values`, built after the seed is set.
-        Its max_length is the point's, else the arguments' (`args.max_length`): the one the collator cuts to."""
+    def arguments(self, output_dir: Path, point: Point, **overrides: Any) -> QRMTrainingArguments:
+        """TrainingArguments for `point`; `overrides` win."""
+        return base_training_arguments(self.config, output_dir, **{**point.training, **overrides})
+
+    def model(self, point: Point, args: QRMTrainingArguments) -> QueryRewardModel:
+        """A copy of the pretrained encoder (loaded once) with the head of `point`, built after the seed is set.
+        Its max_length is the arguments' (`args.max_length`, the point's when it sets one): the length the
+        collator cuts to and the one the saved model keeps."""
         set_seed(args.seed)
-        head, training = self.space.split({**self.space.fixed, **values})
-        max_length = int(training.get("max_length", args.max_length))
-        model = QueryRewardModel.from_encoder(self.encoder, max_length=max_length, **head)
+        model = QueryRewardModel.from_encoder(self.encoder, max_length=args.max_length, **point.head)
         reinitialize_top_blocks(model, args.reinit_top_layers)
         return model
 
-    def build(self, values: dict[str, Any], output_dir: Path, **overrides: Any):
-        """(args, model) of one training run on the point `values`."""
-        args = self.arguments(output_dir, values, **overrides)
-        return args, self.model(values, args)
+    def build(self, values: Mapping[str, Any], output_dir: Path, **overrides: Any):
+        """(args, model) of one training run on the point `values` (split once, here)."""
+        point = self.point(values)
+        args = self.arguments(output_dir, point, **overrides)
+        return args, self.model(point, args)
 
 
 def reinitialize_top_blocks(model: QueryRewardModel, count: int) -> list[str]:

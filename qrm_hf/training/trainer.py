@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerState
 
+from .arguments import QRMTrainingArguments
 from .distributed import from_rank_zero
-from .training_args import QRMTrainingArguments
 
 HEAD_PREFIX = "head."
 # The transformer block a parameter belongs to: `encoder.layer.3.` (BERT, MiniLM), `layers.3.` (ModernBERT).
@@ -99,7 +99,7 @@ class QRMTrainer(Trainer):
             self.objective = best_validation_mse(self.state.log_history)
             self._record_trial(trial, pruned=self._prune_requested, metrics=output.metrics)
             if not self._prune_requested and isinstance(trial, optuna.Trial) and self.is_world_process_zero():
-                # Callbacks that keep a trial's model (qrm_hf.search.KeepBestTrialModel) hear that it finished.
+                # Callbacks that keep a trial's model (qrm_hf.search.study.KeepBestTrialModel) hear that it finished.
                 for callback in self.callback_handler.callbacks:
                     if hasattr(callback, "trial_finished"):
                         callback.trial_finished(trial, self.model)

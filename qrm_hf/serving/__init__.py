@@ -1,0 +1,1 @@
+"""`qrm serve`: the FastAPI app, its config and the continuous batcher (the [serve] extra)."""
