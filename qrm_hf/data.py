@@ -189,12 +189,12 @@ def by_length(dataset: Any) -> Any:
     return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__))
 
 
-@dataclass
+@dataclass(frozen=True)
 class QueryCollator:
     """Cut each row to `max_length` tokens (keeping its final special token) and pad to the batch's longest.
 
-    `max_length` is mutable on purpose: one tokenized dataset serves every trial of a search, and the
-    trainer sets the trial's value here.
+    One tokenized dataset (cut at the longest length any trial uses) serves every trial of a search; the trainer
+    makes each trial's collator from its arguments (`QRMTrainer.data_collator`).
     """
 
     tokenizer: PreTrainedTokenizerBase

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from qrm_hf.data import DataFormatError, QueryCollator, load_splits, read_tsv, tokenize_splits
@@ -61,8 +63,8 @@ def test_collator_cuts_to_the_trial_length_and_pads_to_the_longest(tokenizer):
     assert batch["input_ids"][1, -1].item() == tokenizer.sep_token_id  # end token kept after cutting
     assert batch["attention_mask"][0].tolist() == [1, 1, 1, 1, 0, 0]
     assert batch["labels"].tolist() == pytest.approx([0.4, 1.0])
-    collator.max_length = 64
-    assert collator(features)["input_ids"].shape == (2, len(rows[1]["input_ids"]))
+    longer = dataclasses.replace(collator, max_length=64)
+    assert longer(features)["input_ids"].shape == (2, len(rows[1]["input_ids"]))
     assert QueryCollator(tokenizer, max_length=64, pad_to_multiple_of=8)(features)["input_ids"].shape[1] % 8 == 0
 
 

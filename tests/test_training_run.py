@@ -37,6 +37,10 @@ def test_the_trainer_gets_the_collator_of_its_arguments_and_early_stopping(built
     data = DatasetDict({"train": rows, "dev": rows})
     trainer = make_trainer(args, tokenizer, data, model=model)
     assert trainer.data_collator.max_length == 24
+    # A search's trial sets its own max_length on the arguments; the collator follows them, with no copy to keep.
+    trainer.args.max_length = 16
+    assert trainer.data_collator.max_length == 16
+    trainer.args.max_length = 24
     stoppers = [c for c in trainer.callback_handler.callbacks if isinstance(c, PerTrialEarlyStopping)]
     assert len(stoppers) == 1 and stoppers[0].early_stopping_patience == args.early_stopping_patience
     args.early_stopping_patience = None

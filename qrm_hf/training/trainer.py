@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerState
 
+from ..data import QueryCollator
 from .arguments import QRMTrainingArguments
 from .distributed import from_rank_zero
 
@@ -136,15 +138,27 @@ class QRMTrainer(Trainer):
             self._prune_requested = True
             self.control.should_training_stop = True
 
+    @property
+    def data_collator(self) -> Any:
+        """The collator as of the current arguments: a QueryCollator cuts to `args.max_length` (a trial's, once
+        transformers has applied the trial's values to `args`), read here whenever a dataloader is built, so the
+        length has one home during training: the arguments."""
+        collator = self._collator
+        if isinstance(collator, QueryCollator) and collator.max_length != self.args.max_length:
+            return dataclasses.replace(collator, max_length=self.args.max_length)
+        return collator
+
+    @data_collator.setter
+    def data_collator(self, collator: Any) -> None:
+        self._collator = collator
+
     def _hp_search_setup(self, trial: Any) -> None:
-        # Transformers applies a trial's values to `self.args` here; the collator must follow max_length.
+        # Transformers applies a trial's values to `self.args` here.
         super()._hp_search_setup(trial)
         if trial is not None:
             # One tracker run per trial (W&B, MLflow); TensorBoard already writes runs/<time>/trial-N.
             self.args.run_name = f"trial-{trial.number}"
             logger.info("rank %d, trial %s: %s", self.args.process_index, getattr(trial, "number", "?"), trial.params)
-        if hasattr(self.data_collator, "max_length"):
-            self.data_collator.max_length = self.args.max_length
 
 
 class PerTrialEarlyStopping(EarlyStoppingCallback):
