@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import PreTrainedTokenizerBase
-
-if TYPE_CHECKING:  # datasets is imported where it is used, so the collator works without it (GPU benchmark)
+if TYPE_CHECKING:  # imported where they are used: the run settings read this module without torch (`--help`)
+    import torch
     from datasets import DatasetDict
+    from transformers import PreTrainedTokenizerBase
 
 # The query-wellformedness dataset on the Hub: what `--data` names when it is not a folder of TSV files.
 DEFAULT_DATASET = "google-research-datasets/google_wellformed_query"
@@ -202,6 +201,8 @@ class QueryCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
         special_ids = set(self.tokenizer.all_special_ids)
         rows = []
         for feature in features:

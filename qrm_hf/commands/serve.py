@@ -5,8 +5,8 @@
     qrm serve --model runs/quickstart/final_model --backend int8   # a faster CPU
     python -m qrm_hf.commands.serve --model runs/quickstart/final_model
 
-Flags and their defaults are the fields of `qrm_hf.serving.app.ServeConfig`; torch, transformers, fastapi and uvicorn
-are imported only inside `main`, so `--help` answers at once.
+Flags and their defaults are the fields of `qrm_hf.serving.config.ServeConfig`, parsed by transformers'
+`HfArgumentParser`; torch, fastapi and uvicorn are imported only inside `main`, so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import logging
 import sys
 import typing
 from collections.abc import Iterator
-from typing import Any
 
 from ..serving.config import ServeConfig
 
@@ -33,21 +32,22 @@ def optional_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
 
 
-def flag_options(annotation: Any) -> dict[str, Any]:
-    """argparse options of a ServeConfig field of type `annotation`: bool -> --flag/--no-flag, `float | None`
-    -> a number or `none`, and int, float, str as they are."""
-    members = [member for member in typing.get_args(annotation) if member is not type(None)] or [annotation]
-    kind = members[0]
-    if kind is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if kind is float and type(None) in typing.get_args(annotation):
-        return {"type": optional_float}
-    return {"type": kind}
-
-
 def make_parser() -> argparse.ArgumentParser:
-    """One flag per ServeConfig field: its type, help, default and choices come from the dataclass."""
-    parser = argparse.ArgumentParser(
+    """transformers' `HfArgumentParser` over ServeConfig, as `qrm search` parses RunConfig: one flag per field
+    (`--max-batch-tokens` and `--max_batch_tokens`), its type, help, default and choices from the dataclass;
+    booleans take `--flag`, `--flag false` and `--no-flag`; a `float | None` field also takes `none`. No torch
+    is imported."""
+    from transformers import HfArgumentParser
+
+    class ServeConfigParser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+            HfArgumentParser._parse_dataclass_field(parser, field)
+            if typing.get_type_hints(ServeConfig)[field.name] == (float | None):
+                parser._option_string_actions[f"--{field.name}"].type = optional_float
+
+    return ServeConfigParser(
+        ServeConfig,
         prog="qrm serve",
         description="Serve a query reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), "
         "GET /health, GET /info. Whenever the model is free it scores every query waiting, across requests, "
@@ -55,22 +55,6 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Stop it with SIGTERM or Ctrl-C: requests in flight are answered first, within "
         "--shutdown-grace-seconds.",
     )
-    types = typing.get_type_hints(ServeConfig)
-    for field in dataclasses.fields(ServeConfig):
-        required = field.default is dataclasses.MISSING
-        default = None if required else field.default
-        shown = "" if required or default is None else " (default: %(default)s)"
-        options = flag_options(types[field.name])
-        if "choices" in field.metadata:
-            options["choices"] = field.metadata["choices"]
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            default=default,
-            required=required,
-            help=field.metadata["help"] + shown,
-            **options,
-        )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
