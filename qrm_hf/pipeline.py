@@ -27,11 +27,10 @@ from .modeling.model_files import (
     save_model_folder,
 )
 from .modeling.packaged_encoders import packaged_hub_id
-from .numeric_checks import check_keywords
 from .reporting.card import QueryRewardCardData, write_model_card
 from .reporting.probe import format_probe, probe_scorer
 from .reporting.report import write_report
-from .run.config import SAMPLER_OPTION_DOMAINS, ConfigError, RunConfig
+from .run.config import RunConfig
 from .run.folder import (
     Calibration,
     FinalModelClaimed,
@@ -44,13 +43,12 @@ from .run.folder import (
     write_test_metrics,
 )
 from .scoring.scorer import QueryScorer
+from .search.checks import check_run
 from .search.space import SearchSpace
-from .search.study import SAMPLER_CLASSES, make_sampler, run_search, write_history
+from .search.study import run_search, write_history
 from .search.trials import StudySummary
-from .training.arguments import QRMTrainingArguments, check_optimization
-from .training.build import base_training_arguments
+from .training.arguments import QRMTrainingArguments
 from .training.distributed import from_rank_zero
-from .training.fields import check_training
 from .training.final import FinalResult, soup_candidates, train_final
 
 logger = logging.getLogger(__name__)
@@ -72,72 +70,6 @@ class RunResult:
     model_dir: Path | None = None
 
 
-def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
-    """Checks that need no data or model (before anything loads or a study is opened): the `training:` values
-    against TrainingArguments, the sampler options, the arguments and optimizer every trial could get, the
-    warm-start points. Returns the config with its `training:` values as TrainingArguments takes them (YAML 1.1
-    float strings read as numbers)."""
-    try:
-        training = check_training(config.training)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    make_sampler(config.sampler, config.seed, space, config.sampler_options)
-    try:
-        check_keywords(
-            SAMPLER_CLASSES[config.sampler], config.sampler_options, "sampler_options", SAMPLER_OPTION_DOMAINS
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    config = dataclasses.replace(config, training=training)
-    check_trial_arguments(config, space)
-    for index, point in enumerate(config.warm_start):
-        space.check_point(point, f"warm_start[{index}]")
-    return config
-
-
-def check_trial_arguments(config: RunConfig, space: SearchSpace) -> None:
-    """Build the TrainingArguments, optimizer and schedule (`check_optimization`) of a point of the space (the
-    `training:` values, the fixed values, each searched parameter at its low or first choice), then of that point
-    with each parameter moved to each of its other extremes, so that what TrainingArguments, torch or the
-    scheduler refuse stops the run here, naming the key, instead of failing every trial that draws it. A range's
-    rules hold inside it when they hold at both ends."""
-    bare = dataclasses.replace(config, training={})
-    output_dir = config.layout.trials  # named in the arguments, never created by building them
-
-    def refusal(settings: dict[str, tuple[str, Any]]) -> str | None:
-        """What refuses `settings` ({where: (field, value)}, later ones winning), or None."""
-        try:
-            check_optimization(base_training_arguments(bare, output_dir, **dict(settings.values())))
-        except ValueError as error:
-            return " ".join(str(error).split())  # one line: some of TrainingArguments' messages span several
-        return None
-
-    def settings(point: dict[str, tuple[str, Any]]) -> dict[str, tuple[str, Any]]:
-        """{where: (field, value)} of `training:` and of the space's TrainingArguments at `point` ({name: (where,
-        value)})."""
-        found = {f"training.{key}": (key, value) for key, value in config.training.items()}
-        for name, (where, value) in point.items():
-            for item in SearchSpace.training_arguments({name: value}).items():
-                found[where] = item
-        return found
-
-    first = {name: (f"search_space.{name}", value) for name, value in space.fixed.items()}
-    first |= {parameter.name: next(iter(parameter.extremes().items())) for parameter in space.parameters}
-    base = settings(first)
-    problem = refusal(base)
-    if problem is not None:
-        # The key to name: the first whose removal lifts or changes the refusal.
-        without = {where: {key: item for key, item in base.items() if key != where} for where in base}
-        culprit = next((where for where, rest in without.items() if refusal(rest) != problem), None)
-        said = f"{culprit}: {base[culprit][1]!r}" if culprit else "training and search_space together"
-        raise ConfigError(f"{said} is refused by TrainingArguments or the optimizer: {problem}")
-    for parameter in space.parameters:
-        for where, value in parameter.extremes().items():
-            problem = refusal(settings({**first, parameter.name: (where, value)}))
-            if problem is not None:
-                raise ConfigError(f"{where}: {value!r} is refused by TrainingArguments or the optimizer: {problem}")
-
-
 def run_pipeline(config: RunConfig) -> RunResult:
     """Search, train the final model with the best parameters, evaluate on test, save; return the result.
 
@@ -153,8 +85,8 @@ def run_pipeline(config: RunConfig) -> RunResult:
     default_max_length = config.training.get("max_length", QRMTrainingArguments.max_length)
     longest = int(space.largest("max_length", default=default_max_length))
     check_max_length(longest, encoder_config, config.model)
-    splits = load_splits(config.data, config.max_train_samples, config.max_eval_samples, config.max_test_samples)
     tokenizer = load_tokenizer(config.model, model_path)
+    splits = load_splits(config.data, config.max_train_samples, config.max_eval_samples, config.max_test_samples)
     first_queries = splits["train"][:TOKENIZER_CHECK_QUERIES]["query"]
     check_tokenizer(tokenizer, first_queries, config.model, encoder_config.get("vocab_size"))
     encoder = AutoModel.from_pretrained(model_path)

@@ -16,8 +16,8 @@ from conftest import REPO, write_yaml
 
 from qrm_hf.commands import main
 from qrm_hf.numeric_checks import Domain, check_finite
-from qrm_hf.pipeline import check_run
 from qrm_hf.run.config import FIELD_DOMAINS, ConfigError, RunConfig, load_run_config, packaged_configs
+from qrm_hf.search.checks import check_run
 from qrm_hf.search.space import SearchSpace, SearchSpaceError
 from qrm_hf.training.fields import check_training, training_field_types
 

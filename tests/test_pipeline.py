@@ -2,8 +2,9 @@
 
 import pytest
 
-from qrm_hf.pipeline import check_run, run_pipeline
+from qrm_hf.pipeline import run_pipeline
 from qrm_hf.run.config import RunConfig
+from qrm_hf.search.checks import check_run
 from qrm_hf.search.space import SearchSpace, SearchSpaceError
 from qrm_hf.search.study import SamplerOptionsError
 

@@ -101,7 +101,7 @@ def test_a_whole_float_is_an_int_field(tmp_path):
 
 
 def test_the_base_size_config_trains_the_packaged_mpnet_and_passes_every_check():
-    from qrm_hf.pipeline import check_run
+    from qrm_hf.search.checks import check_run
     from qrm_hf.search.space import SearchSpace
 
     config = load_run_config("cpu-base")

@@ -159,7 +159,7 @@ def read_number(value: Any) -> Any:
 
 # The numbers a TrainingArguments field takes where it is narrower than `training_domain`'s rule. A learning rate
 # of 0 trains nothing, a batch of 0 or an epoch count below 1 never reaches an evaluation. What else the optimizer
-# or the scheduler refuse, they say themselves: pipeline.check_run builds them (training_args.check_optimization).
+# or the scheduler refuse, they say themselves: search.checks.check_run builds them (training_args.check_optimization).
 # Bounds only: that an int field's value is whole, its type check has said.
 TRAINING_DOMAINS: dict[str, Domain] = {
     "learning_rate": Domain(low=0, low_open=True),
