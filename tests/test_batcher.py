@@ -1,27 +1,85 @@
-"""The continuous batcher in-process: passes by length and token budget, turns, failures, callers that leave."""
+"""The continuous batcher in-process: passes by length and token budget, turns, failures, callers that leave.
+
+What must happen while a pass runs is ordered by a gated model (its pass waits until the test opens the gate),
+never by sleeps that have to land inside a pass: the tests hold on a loaded machine and on a fast one alike.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from qrm_hf.serving.batcher import ContinuousBatcher, plan_passes
 
+# An upper bound on any wait for the batcher, to fail a hang instead of blocking: never a window to hit.
+HANG_SECONDS = 300
+
 
 class Recorder:
-    """A scoring function of token-id sequences that records each forward pass; a sequence scores its first id."""
+    """A scoring function of token-id sequences that records each forward pass; a sequence scores its first id.
 
-    def __init__(self, seconds: float = 0.0, fail_on: int | None = None) -> None:
+    `gated=True`: each pass, once recorded, waits until the test opens `gate`; `pass_started()` tells the test
+    that one has begun, so it orders what happens while a pass runs without racing a timer.
+    """
+
+    def __init__(self, fail_on: int | None = None, gated: bool = False) -> None:
         self.passes: list[list[list[int]]] = []
-        self.seconds = seconds
         self.fail_on = fail_on
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self._started = threading.Semaphore(0)
 
     def __call__(self, sequences: list[list[int]]) -> list[float]:
         self.passes.append([list(ids) for ids in sequences])
-        time.sleep(self.seconds)
+        self._started.release()
+        if not self.gate.wait(timeout=HANG_SECONDS):
+            raise TimeoutError(f"the test left the gate shut for {HANG_SECONDS} s")
         if any(ids[0] == self.fail_on for ids in sequences):
             raise RuntimeError(f"cannot score {self.fail_on}")
         return [float(ids[0]) for ids in sequences]
+
+    async def pass_started(self) -> None:
+        """Return once the next forward pass not yet waited for has begun (it holds the model while gated)."""
+        started = await asyncio.to_thread(self._started.acquire, timeout=HANG_SECONDS)
+        assert started, f"no forward pass began within {HANG_SECONDS} s"
+
+
+async def until(condition, what: str) -> None:
+    """Let the event loop run until `condition()` holds; the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + HANG_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {HANG_SECONDS} s"
+        await asyncio.sleep(0.001)
+
+
+class FrozenClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock stands still: a timer set on it (asyncio.sleep, wait_for) never fires, so what
+    completes on it waited for no timer."""
+
+    def time(self) -> float:
+        return 0.0
+
+
+def run_on_a_frozen_clock(main):
+    """`main()` on a FrozenClockLoop, in a thread that the real clock bounds."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            with asyncio.Runner(loop_factory=FrozenClockLoop) as runner:
+                outcome["result"] = runner.run(main())
+        except BaseException as error:  # re-raised in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=HANG_SECONDS)
+    assert not thread.is_alive(), f"still running after {HANG_SECONDS} s: it waits on a timer or for company"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def requests_of(sizes: list[int], length=lambda r, i: 1 + (r + i) % 5) -> list[list[list[int]]]:
@@ -115,20 +173,19 @@ def test_waiting_requests_share_passes_and_each_gets_its_own_scores_in_order():
 
 
 def test_a_lone_request_is_scored_at_once_without_waiting_for_company():
+    """On a clock that never moves: a batcher that waited for company (a timer, a deadline) would never answer."""
     recorder = Recorder()
 
     async def main():
         batcher = ContinuousBatcher(recorder, max_batch_tokens=8192)
         batcher.start()
-        start = time.perf_counter()
         scores = await batcher.score([[1, 2], [2]])
         await batcher.close()
-        return scores, time.perf_counter() - start
+        return scores
 
-    scores, seconds = asyncio.run(main())
+    scores = run_on_a_frozen_clock(main)
 
     assert scores == [1.0, 2.0] and recorder.passes == [[[2], [1, 2]]]
-    assert seconds < 0.5
 
 
 def test_a_huge_request_does_not_hold_back_a_small_one_behind_it():
@@ -155,40 +212,53 @@ def test_a_failing_pass_fails_only_the_request_whose_query_fails():
 
 
 def test_a_request_whose_caller_has_gone_is_dropped_unscored():
-    recorder = Recorder(seconds=0.3)
+    recorder = Recorder(gated=True)
 
     async def main():
         batcher = ContinuousBatcher(recorder, max_batch_tokens=64)
         batcher.start()
-        busy = asyncio.ensure_future(batcher.score([[1]]))  # holds the worker for 0.3 s
-        await asyncio.sleep(0.05)
+        busy = asyncio.ensure_future(batcher.score([[1]]))
+        await recorder.pass_started()  # [1] holds the model until the gate opens
         abandoned = asyncio.ensure_future(batcher.score([[7]] * 50))
-        await asyncio.sleep(0.05)
-        abandoned.cancel()
+        await until(lambda: batcher.queued == 50, "the 50 queries in the line")
+        abandoned.cancel()  # its caller leaves while the model is busy
+        gone_from_queue = batcher.queued
+        recorder.gate.set()
         scores = await busy
         kept = await batcher.score([[2]])
         await batcher.close()
-        return scores, kept, batcher.dropped
+        return scores, kept, batcher.dropped, gone_from_queue
 
-    scores, kept, dropped = asyncio.run(main())
+    scores, kept, dropped, gone_from_queue = asyncio.run(asyncio.wait_for(main(), timeout=HANG_SECONDS))
 
     assert scores == [1.0] and kept == [2.0]
-    assert dropped == 50 and all(ids != [7] for batch in recorder.passes for ids in batch)
+    assert gone_from_queue == 0  # a request whose caller left no longer counts as waiting
+    assert dropped == 50 and recorder.passes == [[[1]], [[2]]]
 
 
 def test_the_event_loop_keeps_running_while_the_model_computes():
+    """The loop ticks while a pass holds the model, and it is the loop that lets the pass end: were the model run
+    on the loop, the pass would wait at the gate for good and the test fail on the gate's deadline."""
+    recorder = Recorder(gated=True)
+
     async def main():
-        batcher = ContinuousBatcher(Recorder(seconds=0.5), max_batch_tokens=64)
+        batcher = ContinuousBatcher(recorder, max_batch_tokens=64)
         batcher.start()
         scoring = asyncio.ensure_future(batcher.score([[1]]))
+        await recorder.pass_started()
         ticks = 0
-        while not scoring.done():
+        while ticks < 10:
             await asyncio.sleep(0.01)
             ticks += 1
+        computing = not scoring.done()  # still in its pass, however long the ticks took
+        recorder.gate.set()
+        scores = await scoring
         await batcher.close()
-        return ticks
+        return ticks, computing, scores
 
-    assert asyncio.run(main()) >= 10
+    ticks, computing, scores = asyncio.run(asyncio.wait_for(main(), timeout=HANG_SECONDS))
+
+    assert ticks >= 10 and computing and scores == [1.0]
 
 
 def test_empty_request_needs_no_pass():
@@ -199,20 +269,22 @@ def test_empty_request_needs_no_pass():
 
 
 def test_a_query_that_arrives_while_a_pass_runs_shares_the_next_pass_and_the_oldest_query_goes_first():
-    recorder = Recorder(seconds=0.2)
+    recorder = Recorder(gated=True)
     early = [[10], [11], [12, 0], [13, 0], [14, 0, 0], [15, 0, 0]]  # lengths 1, 1, 2, 2, 3, 3: three passes of two
 
     async def main():
         batcher = ContinuousBatcher(recorder, max_batch_tokens=64, max_batch_size=2)
         batcher.start()
         first = asyncio.ensure_future(batcher.score(early))
-        await asyncio.sleep(0.1)  # the first pass is running
+        await recorder.pass_started()  # the first pass runs, the other four queries are planned
         late = asyncio.ensure_future(batcher.score([[20]]))
+        await until(lambda: batcher.queued == 5, "the late query in the line beside the four planned")
+        recorder.gate.set()
         results = await asyncio.gather(first, late)
         await batcher.close()
         return results
 
-    results = asyncio.run(main())
+    results = asyncio.run(asyncio.wait_for(main(), timeout=HANG_SECONDS))
 
     assert results == [[10.0, 11.0, 12.0, 13.0, 14.0, 15.0], [20.0]]
     firsts = [[ids[0] for ids in batch] for batch in recorder.passes]
@@ -221,16 +293,23 @@ def test_a_query_that_arrives_while_a_pass_runs_shares_the_next_pass_and_the_old
 
 
 def test_closing_fails_every_request_still_waiting_also_those_already_planned():
+    recorder = Recorder(gated=True)
+
     async def main():
-        batcher = ContinuousBatcher(Recorder(seconds=0.3), max_batch_tokens=64, max_batch_size=1)
+        batcher = ContinuousBatcher(recorder, max_batch_tokens=64, max_batch_size=1)
         batcher.start()
         planned = asyncio.ensure_future(batcher.score([[1], [2], [3]]))  # in the pool, one pass at a time
-        await asyncio.sleep(0.1)
-        waiting = asyncio.ensure_future(batcher.score([[4]]))  # still in the line
-        await asyncio.sleep(0.05)
-        await batcher.close()
+        await recorder.pass_started()  # [1] holds the model; [2] and [3] are planned
+        waiting = asyncio.ensure_future(batcher.score([[4]]))
+        await until(lambda: batcher.queued == 3, "[4] in the line beside [2] and [3] in the pool")
+        try:
+            await batcher.close()
+        finally:
+            recorder.gate.set()  # the pass in flight ends; its scores go nowhere
         return await asyncio.gather(planned, waiting, return_exceptions=True)
 
-    results = asyncio.run(asyncio.wait_for(main(), timeout=10))
+    results = asyncio.run(asyncio.wait_for(main(), timeout=HANG_SECONDS))
 
+    assert len(results) == 2
     assert all(isinstance(error, RuntimeError) and "shutting down" in str(error) for error in results)
+    assert recorder.passes == [[[1]]]  # nothing was scored after the close
