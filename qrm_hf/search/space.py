@@ -33,6 +33,7 @@ from ..training.fields import (
     suggest,
     training_field,
 )
+from ..training.point import Point
 
 TRAINING_FIELDS = frozenset(f.name for f in fields(QRMTrainingArguments))
 TYPES = ("float", "int", "categorical")
@@ -236,17 +237,18 @@ class SearchSpace:
             >>> SearchSpace.split({"dropout": 0.1, "batch_size": 32})
             ({'dropout': 0.1}, {'per_device_train_batch_size': 32})
         """
-        return SearchSpace.model_kwargs(values), SearchSpace.training_arguments(values)
+        for name in values:
+            _target(name)  # an unknown name is refused here, naming its key
+        point = Point.of(values)
+        return dict(point.head), dict(point.training)
 
     @staticmethod
     def model_kwargs(values: dict[str, Any]) -> dict[str, Any]:
-        return {name: value for name, value in values.items() if _target(name) == "model"}
+        return SearchSpace.split(values)[0]
 
     @staticmethod
     def training_arguments(values: dict[str, Any]) -> dict[str, Any]:
-        return {
-            TRAINING_ALIASES.get(name, name): value for name, value in values.items() if _target(name) == "training"
-        }
+        return SearchSpace.split(values)[1]
 
     def largest(self, name: str, default: Any) -> Any:
         """The largest value `name` can take in this space (to tokenize once for every trial)."""
