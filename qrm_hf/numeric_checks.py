@@ -91,6 +91,38 @@ class Domain:
 ANY_NUMBER = Domain()
 
 
+def check_number_range(
+    where: str, low: Any, high: Any, step: Any = None, log: bool = False, whole: bool = False
+) -> None:
+    """ValueError naming `where` unless `low`, `high` and `step` (None: no step) make a range a sampler can draw
+    from: finite numbers (whole ones where `whole`), low <= high, low > 0 on a log scale (which takes no step),
+    a positive step that divides the range.
+
+    Example:
+        >>> check_number_range("search_space.dropout", 0.0, 0.5, step=0.2)
+        Traceback (most recent call last):
+        ...
+        ValueError: search_space.dropout: step 0.2 does not divide the range [0.0, 0.5]
+    """
+    for key, value in (("low", low), ("high", high), ("step", step)):
+        if value is not None and not ANY_NUMBER.contains(value):
+            raise ValueError(f"{where}.{key} must be {ANY_NUMBER.describe()}, got {value!r}")
+    if whole and any(value is not None and float(value) != int(value) for value in (low, high, step)):
+        raise ValueError(f"{where}: an int parameter needs whole-number low, high and step")
+    if low > high:
+        raise ValueError(f"{where}: low ({low}) > high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"{where}: a log range needs low > 0, got low={low}")
+    if log and step is not None:
+        raise ValueError(f"{where}: `log` and `step` cannot be combined")
+    if step is not None:
+        if step <= 0:
+            raise ValueError(f"{where}.step must be > 0, got {step}")
+        ratio = (high - low) / step
+        if not math.isclose(ratio, round(ratio), rel_tol=0.0, abs_tol=1e-9):
+            raise ValueError(f"{where}: step {step} does not divide the range [{low}, {high}]")
+
+
 def check_finite(key: str, value: Any) -> Any:
     """`value`, or ValueError naming the first NaN, infinity or beyond-64-bit whole number inside it (mappings
     and lists are searched: `lr_scheduler_kwargs`, `sampler_options`), as `key.inner[index]`."""
@@ -148,6 +180,7 @@ __all__ = [
     "INT64_LIMIT",
     "Domain",
     "check_finite",
+    "check_number_range",
     "annotation_names",
     "check_keywords",
     "finite",

@@ -31,6 +31,7 @@ from .reporting.card import QueryRewardCardData, write_model_card
 from .reporting.probe import format_probe, probe_scorer
 from .reporting.report import write_report
 from .run.config import RunConfig
+from .run.distributed import from_rank_zero
 from .run.folder import (
     Calibration,
     FinalModelClaimed,
@@ -48,7 +49,6 @@ from .search.space import SearchSpace
 from .search.study import run_search, write_history
 from .search.trials import StudySummary
 from .training.arguments import QRMTrainingArguments
-from .training.distributed import from_rank_zero
 from .training.final import FinalResult, soup_candidates, train_final
 
 logger = logging.getLogger(__name__)

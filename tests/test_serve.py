@@ -211,6 +211,16 @@ class GatedScorer:
         return self.scorer.score_ids(encoded, raw=raw)
 
 
+@contextlib.contextmanager
+def gated_server(model_dir: Path, gated: GatedScorer):
+    """(URL, port) of a server in this process whose model is `gated`, with batches of at most 8 queries."""
+    port = free_port()
+    config = ServeConfig(str(model_dir), port=port, max_batch_size=8, max_batch_tokens=256, log_level="warning")
+    app = create_app(config, loaded=ServerState(config, scorer=gated, cleaner=config.cleaner()))
+    with in_process_server(app, port) as url:
+        yield url, port
+
+
 def post_head(port: int, path: str, length: int, *headers: str) -> bytes:
     """The head of a POST of `length` bytes of JSON, on a connection the server closes after its answer."""
     lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json"]
@@ -394,11 +404,8 @@ def test_a_client_that_gives_up_leaves_no_work_behind(saved_model_dir, scorer):
     queries = [f"{QUERIES[i % 4]} {i}" for i in range(50)]
     body = json.dumps({"queries": queries}).encode()
     gated = GatedScorer(scorer)
-    port = free_port()
-    config = ServeConfig(str(saved_model_dir), port=port, max_batch_size=8, max_batch_tokens=256, log_level="warning")
-    app = create_app(config, loaded=ServerState(config, scorer=gated, cleaner=config.cleaner()))
     try:
-        with in_process_server(app, port) as url:
+        with gated_server(saved_model_dir, gated) as (url, port):
             clients = [socket.create_connection(("127.0.0.1", port), timeout=HANG_SECONDS) for _ in range(40)]
             for client in clients:
                 client.sendall(post_head(port, "/score", len(body)) + body)
@@ -477,28 +484,47 @@ def test_bad_request_gets_a_clear_error(server, path, body, status, message):
 
 
 @pytest.mark.slow
-def test_32_concurrent_clients_each_get_their_own_scores_in_order(server, scorer):
+def test_32_concurrent_clients_each_get_their_own_scores_in_order(saved_model_dir, scorer):
+    """32 clients, two requests each, every one its own size and order. The model is held at a gate until every
+    client's first request is waiting in the batcher, so those requests share passes however fast or loaded the
+    machine is; the second ones arrive while passes run."""
     expected = dict(zip(POOL, scorer.score(POOL), strict=True))
-    before = http("GET", server + "/info")[1]
 
-    def client(number: int) -> list[tuple[list[str], list[float]]]:
-        answers = []
-        for round_ in range(2):
-            # Each client its own order and size (1 to 12 queries: some split over batches of 8).
-            queries = [POOL[(number + round_ + i * 7) % len(POOL)] for i in range(1 + (number * 5 + round_) % 12)]
-            if number % 4 == 0:  # bad requests mixed in must not disturb anyone's answer
-                assert http("POST", server + "/score", body=b'{"queries": [1]}')[0] == 422
-            status, answer = http("POST", server + "/score", {"queries": queries})
-            assert status == 200
-            answers.append((queries, answer["scores"]))
-        return answers
+    def queries_of(number: int, round_: int) -> list[str]:
+        # Each client its own order and size (1 to 12 queries: some split over batches of 8).
+        return [POOL[(number + round_ + i * 7) % len(POOL)] for i in range(1 + (number * 5 + round_) % 12)]
 
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        results = [answer for answers in pool.map(client, range(32)) for answer in answers]
+    gated = GatedScorer(scorer)
+    try:
+        with gated_server(saved_model_dir, gated) as (url, _):
+            before = info_of(url)
+
+            def client(number: int) -> list[tuple[list[str], list[float]]]:
+                answers = []
+                for round_ in range(2):
+                    queries = queries_of(number, round_)
+                    if number % 4 == 0:  # bad requests mixed in must not disturb anyone's answer
+                        assert http("POST", url + "/score", body=b'{"queries": [1]}')[0] == 422
+                    status, answer = http("POST", url + "/score", {"queries": queries})
+                    assert status == 200
+                    answers.append((queries, answer["scores"]))
+                return answers
+
+            with ThreadPoolExecutor(max_workers=32) as pool:
+                running = pool.map(client, range(32))
+                first_round = sum(len(queries_of(number, 0)) for number in range(32))
+                wait_until(
+                    lambda: gated.held and info_of(url)["queued"] + gated.held[0] == first_round,
+                    "every client's first request in the batcher",
+                )
+                gated.gate.set()
+                results = [answer for answers in running for answer in answers]
+            after = info_of(url)
+    finally:
+        gated.gate.set()
 
     for queries, scores in results:
         assert scores == pytest.approx([expected[query] for query in queries], abs=BATCH_TOLERANCE)
-    after = http("GET", server + "/info")[1]
     assert after["queries"] - before["queries"] == sum(len(queries) for queries, _ in results)
     unmerged = sum(math.ceil(len(queries) / 8) for queries, _ in results)  # batches if each request went alone
     assert after["batches"] - before["batches"] < unmerged

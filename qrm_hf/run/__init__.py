@@ -1,2 +1,2 @@
-"""A run's settings (RunConfig: YAML + flags) and its folder: the one place that names, writes and reads the files a
-run leaves."""
+"""A run's settings (RunConfig: YAML + flags), its folder (the one place that names, writes and reads the files a
+run leaves) and the agreement of its ranks."""

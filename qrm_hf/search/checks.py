@@ -12,15 +12,18 @@ from ..run.config import SAMPLER_OPTION_DOMAINS, ConfigError, RunConfig
 from ..training.arguments import check_optimization
 from ..training.build import base_training_arguments
 from ..training.fields import check_training
+from ..training.point import Point
 from .space import SearchSpace
 from .study import SAMPLER_CLASSES, make_sampler
 
 
 def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
-    """Checks that need no data or model (before anything loads or a study is opened): the `training:` values
-    against TrainingArguments, the sampler options, the arguments and optimizer every trial could get, the
-    warm-start points. Returns the config with its `training:` values as TrainingArguments takes them (YAML 1.1
+    """Checks that need no data or model (before anything loads or a study is opened): the warm-start points, the
+    `training:` values against TrainingArguments, the sampler options, the arguments and optimizer every trial
+    could get. Returns the config with its `training:` values as TrainingArguments takes them (YAML 1.1
     float strings read as numbers)."""
+    for index, point in enumerate(config.warm_start):
+        space.check_point(point, f"warm_start[{index}]")
     try:
         training = check_training(config.training)
     except ValueError as error:
@@ -34,8 +37,6 @@ def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
         raise ConfigError(str(error)) from None
     config = dataclasses.replace(config, training=training)
     check_trial_arguments(config, space)
-    for index, point in enumerate(config.warm_start):
-        space.check_point(point, f"warm_start[{index}]")
     return config
 
 
@@ -45,6 +46,7 @@ def check_trial_arguments(config: RunConfig, space: SearchSpace) -> None:
     with each parameter moved to each of its other extremes, so that what TrainingArguments, torch or the
     scheduler refuse stops the run here, naming the key, instead of failing every trial that draws it. A range's
     rules hold inside it when they hold at both ends."""
+    extremes = {parameter.name: parameter.extremes() for parameter in space.parameters}
     bare = dataclasses.replace(config, training={})
     output_dir = config.layout.trials  # named in the arguments, never created by building them
 
@@ -61,12 +63,12 @@ def check_trial_arguments(config: RunConfig, space: SearchSpace) -> None:
         value)})."""
         found = {f"training.{key}": (key, value) for key, value in config.training.items()}
         for name, (where, value) in point.items():
-            for item in SearchSpace.training_arguments({name: value}).items():
+            for item in Point.of({name: value}).training.items():
                 found[where] = item
         return found
 
     first = {name: (f"search_space.{name}", value) for name, value in space.fixed.items()}
-    first |= {parameter.name: next(iter(parameter.extremes().items())) for parameter in space.parameters}
+    first |= {name: next(iter(edges.items())) for name, edges in extremes.items()}
     base = settings(first)
     problem = refusal(base)
     if problem is not None:
@@ -75,9 +77,9 @@ def check_trial_arguments(config: RunConfig, space: SearchSpace) -> None:
         culprit = next((where for where, rest in without.items() if refusal(rest) != problem), None)
         said = f"{culprit}: {base[culprit][1]!r}" if culprit else "training and search_space together"
         raise ConfigError(f"{said} is refused by TrainingArguments or the optimizer: {problem}")
-    for parameter in space.parameters:
-        for where, value in parameter.extremes().items():
-            problem = refusal(settings({**first, parameter.name: (where, value)}))
+    for name, edges in extremes.items():
+        for where, value in edges.items():
+            problem = refusal(settings({**first, name: (where, value)}))
             if problem is not None:
                 raise ConfigError(f"{where}: {value!r} is refused by TrainingArguments or the optimizer: {problem}")
 

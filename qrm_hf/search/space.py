@@ -14,13 +14,12 @@ trial could train with stops the run before a study is opened.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import optuna
 
-from ..numeric_checks import ANY_NUMBER
+from ..numeric_checks import check_number_range
 from ..training.arguments import QRMTrainingArguments
 from ..training.fields import (
     MODEL_PARAMETERS,
@@ -41,11 +40,6 @@ TYPES = ("float", "int", "categorical")
 
 class SearchSpaceError(ValueError):
     """A search-space entry that cannot be searched; the message names the key and what would be valid."""
-
-
-def _is_multiple(span: float, step: float) -> bool:
-    ratio = span / step
-    return math.isclose(ratio, round(ratio), rel_tol=0.0, abs_tol=1e-9)
 
 
 @dataclass(frozen=True)
@@ -81,33 +75,24 @@ class Parameter:
             )
         if "low" not in raw or "high" not in raw:
             raise SearchSpaceError(f"{where}: a {kind} parameter needs `low` and `high`")
-        low, high, step = (read_number(raw.get(key)) for key in ("low", "high", "step"))
         log = raw.get("log", False)
         if not isinstance(log, bool):
             raise SearchSpaceError(f"{where}.log must be true or false, got {log!r}")
-        for key, value in (("low", low), ("high", high), ("step", step)):
-            if value is not None and not ANY_NUMBER.contains(value):
-                raise SearchSpaceError(f"{where}.{key} must be {ANY_NUMBER.describe()}, got {value!r}")
-        if kind == "int" and any(v is not None and float(v) != int(v) for v in (low, high, step)):
-            raise SearchSpaceError(f"{where}: an int parameter needs whole-number low, high and step")
-        if low > high:
-            raise SearchSpaceError(f"{where}: low ({low}) > high ({high})")
-        if log and low <= 0:
-            raise SearchSpaceError(f"{where}: a log range needs low > 0, got low={low}")
-        if log and step is not None:
-            raise SearchSpaceError(f"{where}: `log` and `step` cannot be combined")
-        if step is not None:
-            if step <= 0:
-                raise SearchSpaceError(f"{where}.step must be > 0, got {step}")
-            if not _is_multiple(high - low, step):
-                raise SearchSpaceError(f"{where}: step {step} does not divide the range [{low}, {high}]")
+        low, high, step = (read_number(raw.get(key)) for key in ("low", "high", "step"))
+        try:
+            check_number_range(where, low, high, step, log, whole=kind == "int")
+        except ValueError as error:
+            raise SearchSpaceError(str(error)) from None
         if kind == "float" and not accepts(field_type(name), 0.5):
             field = name if name in MODEL_PARAMETERS else training_field(name)
             raise SearchSpaceError(
                 f"{where}: {field} takes {describe(field_type(name))}, not any float: use `type: int` or `categorical`"
             )
         for key, bound in (("low", low), ("high", high)):
-            _checked(name, int(bound) if kind == "int" else bound, f"{where}.{key}")
+            try:
+                check_value(name, int(bound) if kind == "int" else bound)
+            except ValueError as error:
+                raise SearchSpaceError(f"{where}.{key}: {error}") from None
         return cls(name=name, type=kind, low=low, high=high, step=step, log=log)
 
     def suggest(self, trial: optuna.Trial) -> Any:

@@ -26,10 +26,10 @@ from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase, Tr
 from ..modeling.model_files import save_reward_model
 from ..modeling.modeling_qrm import QueryRewardModel
 from ..run.config import PRUNER_CLASS_NAMES, SAMPLER_CLASS_NAMES, RunConfig
+from ..run.distributed import from_rank_zero
 from ..run.folder import write_best_trial_record, write_optimization_history
 from ..training.arguments import QRMTrainingArguments
 from ..training.build import RunBuilder, make_trainer
-from ..training.distributed import from_rank_zero
 from ..training.point import Point
 from .space import SearchSpace
 from .storage import make_storage, record_worker, retry_trials_of_dead_workers, storage_url_for_log

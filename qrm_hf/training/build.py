@@ -16,11 +16,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from ..data import QueryCollator
 from ..metrics import compute_metrics
-from ..modeling.modeling_qrm import QueryRewardModel, initialize_layer
+from ..modeling.encoder_blocks import reinitialize_top_blocks
+from ..modeling.modeling_qrm import QueryRewardModel
 from ..run.config import RunConfig
 from .arguments import QRMTrainingArguments
 from .point import Point
-from .trainer import HEAD_PREFIX, PerTrialEarlyStopping, QRMTrainer, encoder_depths
+from .trainer import PerTrialEarlyStopping, QRMTrainer
 
 
 class RunBuilder:
@@ -62,26 +63,6 @@ class RunBuilder:
         point = self.point(values)
         args = self.arguments(output_dir, point, **overrides)
         return args, self.model(point, args)
-
-
-def reinitialize_top_blocks(model: QueryRewardModel, count: int) -> list[str]:
-    """Give the top `count` encoder blocks fresh weights, as the encoder's own initialisation would (normal Linear
-    weights of its `initializer_range`, zero biases, unit LayerNorms); returns the re-initialised modules' names.
-    ValueError when the encoder has fewer blocks, or none that can be told apart by name."""
-    if count <= 0:
-        return []
-    depths = encoder_depths([name for name, _ in model.named_parameters() if not name.startswith(HEAD_PREFIX)])
-    blocks = 1 + max((depth for name, depth in depths.items() if "embeddings." not in name), default=-1)
-    if count > blocks:
-        raise ValueError(f"reinit_top_layers={count}, but the encoder has {blocks} blocks that can be re-initialised")
-    std = getattr(model.config.encoder, "initializer_range", 0.02)
-    renewed = []
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            in_top_block = depths.get(f"{name}.weight", count) < count and "embeddings." not in name
-            if in_top_block and initialize_layer(module, std):
-                renewed.append(name)
-    return renewed
 
 
 def base_training_arguments(config: RunConfig, output_dir: Path, **overrides: Any) -> QRMTrainingArguments:
@@ -140,4 +121,4 @@ def make_trainer(
     )
 
 
-__all__ = ["RunBuilder", "base_training_arguments", "make_collator", "make_trainer", "reinitialize_top_blocks"]
+__all__ = ["RunBuilder", "base_training_arguments", "make_collator", "make_trainer"]

@@ -20,7 +20,7 @@ import typing
 from typing import Any
 
 from ..modeling.configuration_qrm import QueryRewardConfig
-from ..numeric_checks import Domain, check_finite, is_number
+from ..numeric_checks import ANY_NUMBER, Domain, check_finite, is_number
 from .arguments import QRMTrainingArguments
 
 # Parameters of the head: they go to QueryRewardConfig; every other name is a TrainingArguments field.
@@ -188,29 +188,31 @@ def training_domain(field: str) -> Domain:
     return Domain(low=min(0, default) if is_number(default) else 0)
 
 
-def check_range(field: str, value: Any) -> Any:
-    """`value`, or ValueError when the TrainingArguments field `field` cannot train with it: a NaN, an infinity
-    (also inside a mapping such as `lr_scheduler_kwargs`) or a number outside the field's domain."""
+def check_range(field: str, value: Any, domain: Domain) -> Any:
+    """`value`, or ValueError when field `field` cannot train with it: a NaN, an infinity (also inside a mapping
+    such as `lr_scheduler_kwargs`) or a number outside `domain`."""
     if not is_number(value):
         return check_finite(field, value)
-    if not training_domain(field).contains(value):
-        raise ValueError(f"{value!r} is not valid for {field}: it must be {training_domain(field).describe()}")
+    if not domain.contains(value):
+        raise ValueError(f"{value!r} is not valid for {field}: it must be {domain.describe()}")
     return value
 
 
 def check_value(name: str, value: Any) -> Any:
     """`value` for search-space parameter `name` (a head parameter, a TrainingArguments field or its alias) as
     the field takes it (a YAML 1.1 float string read as a number), or ValueError saying what the field takes.
-    Head values are also checked by QueryRewardConfig itself (ranges; names of activations, poolings, losses)."""
-    if name in MODEL_PARAMETERS:
-        value = check_finite(name, _typed(name, head_field_types()[name], value))
+    Head values are finite here; their ranges and names (activations, poolings, losses) are QueryRewardConfig's
+    own checks."""
+    head = name in MODEL_PARAMETERS
+    field = name if head else training_field(name)
+    value = _typed(field, field_type(name), value)
+    check_range(field, value, ANY_NUMBER if head else training_domain(field))
+    if head:
         try:
             QueryRewardConfig(encoder=_probe_encoder(), **{name: value})
         except (TypeError, ValueError) as error:
             raise ValueError(str(error)) from None
-        return value
-    field = training_field(name)
-    return check_range(field, _typed(field, training_field_types()[field], value))
+    return value
 
 
 def _typed(field: str, annotation: Any, value: Any) -> Any:
@@ -235,7 +237,8 @@ def check_training(training: dict[str, Any]) -> dict[str, Any]:
             hint = alias or suggest(str(key), sorted(fields))
             raise ValueError(f"training.{key}: not a TrainingArguments field{hint}")
         try:
-            checked[key] = check_range(key, _typed(key, fields[key], value))
+            typed = _typed(key, fields[key], value)
+            checked[key] = check_range(key, typed, training_domain(key))
         except ValueError as error:
             raise ValueError(f"training.{key}: {error}") from None
     return checked

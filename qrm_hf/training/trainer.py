@@ -5,41 +5,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 from typing import Any
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerState
 
 from ..data import QueryCollator
+from ..modeling.encoder_blocks import HEAD_PREFIX, model_depths
+from ..run.distributed import from_rank_zero
 from .arguments import QRMTrainingArguments
-from .distributed import from_rank_zero
 
-HEAD_PREFIX = "head."
-# The transformer block a parameter belongs to: `encoder.layer.3.` (BERT, MiniLM), `layers.3.` (ModernBERT).
-_LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 logger = logging.getLogger(__name__)
-
-
-def encoder_depths(names: list[str]) -> dict[str, int]:
-    """How many blocks below the top block each encoder parameter sits: 0 for the top block and for what
-    follows it, `num_layers` for the embeddings.
-
-    Example:
-        >>> encoder_depths(["encoder.embeddings.w", "encoder.encoder.layer.0.w", "encoder.encoder.layer.1.w"])
-        {'encoder.embeddings.w': 2, 'encoder.encoder.layer.0.w': 1, 'encoder.encoder.layer.1.w': 0}
-    """
-    indices = {name: int(match.group(1)) for name in names if (match := _LAYER_INDEX.search(name))}
-    if not indices:
-        return {}
-    top = max(indices.values())
-    depths = {}
-    for name in names:
-        if name in indices:
-            depths[name] = top - indices[name]
-        elif "embeddings." in name:
-            depths[name] = top + 1
-    return depths
 
 
 class QRMTrainer(Trainer):
@@ -68,7 +44,7 @@ class QRMTrainer(Trainer):
         embeddings at `learning_rate * layer_lr_decay ** num_layers`."""
         decay_names = set(self.get_decay_parameter_names(model))
         head_lr = self.args.learning_rate * self.args.head_lr_multiplier
-        depths = encoder_depths([name for name, _ in model.named_parameters() if not name.startswith(HEAD_PREFIX)])
+        depths = model_depths(model)
         groups: dict[tuple[str, bool, int], dict[str, Any]] = {}
         for name, parameter in model.named_parameters():
             if not parameter.requires_grad:
