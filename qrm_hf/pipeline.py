@@ -26,8 +26,7 @@ from .modeling.model_files import (
     push_folder,
     save_model_folder,
 )
-from .modeling.packaged_encoders import packaged_hub_id
-from .reporting.card import QueryRewardCardData, write_model_card
+from .reporting.card import QueryRewardCardData, base_model_id, write_model_card
 from .reporting.probe import format_probe, probe_scorer
 from .reporting.report import write_report
 from .run.config import RunConfig
@@ -143,8 +142,8 @@ def save_run(
     train_rows: int,
 ) -> None:
     """Everything a finished run writes: the model with its card first (nothing later can cost it), then test
-    metrics, final_model.json, the probe (also a section of the card), the test predictions and the report, each
-    of which degrades to a named warning if it fails; then the push."""
+    metrics, final_model.json, the probe (a section of the card), the report, probe.json and the test predictions,
+    each of which degrades to a named warning if it fails; then the push."""
     layout = config.layout
     final_summary = describe_final(config, final, train_rows)
     card = card_data(config, summary, final, final_summary, layout.final_model)
@@ -163,20 +162,20 @@ def save_run(
     after_saving("final_model.json", lambda: write_final_summary(final_summary, layout.final_summary))
     scorer = QueryScorer(final.model, tokenizer)
     probed = after_saving("the probe", lambda: probe_scorer(scorer, test_split["query"], test_split["score"]))
-    if probed is not None:
-        after_saving("probe.json", lambda: write_probe(probed.to_json(), layout.probe))
-        probe_text = "\n".join(format_probe(probed))
-        probe_card = card_data(config, summary, final, final_summary, layout.final_model, probe_text)
-        after_saving("the card's probe section", lambda: write_model_card(layout.final_model, probe_card))
-    predictions = (final.test.predicted, final.test.true)
-    after_saving("test_predictions.json", lambda: save_test_predictions(*predictions, layout.test_predictions))
     probe_json = probed.to_json() if probed is not None else None
+    if probed is not None:
+        card.probe = "\n".join(format_probe(probed))
+        after_saving("the card's probe section", lambda: write_model_card(layout.final_model, card))
+    predictions = (final.test.predicted, final.test.true)
     after_saving(
         "report.md and its plots",
         lambda: write_report(
             study, config.run_dir, final.test_metrics, predictions, final_summary=final_summary, probe=probe_json
         ),
     )
+    if probe_json is not None:
+        after_saving("probe.json", lambda: write_probe(probe_json, layout.probe))
+    after_saving("test_predictions.json", lambda: save_test_predictions(*predictions, layout.test_predictions))
     if config.push_to_hub:
         push_folder(layout.final_model, config.push_to_hub)
 
@@ -236,7 +235,6 @@ def card_data(
     final: FinalResult,
     final_summary: FinalSummary,
     folder: Path,
-    probe: str = "",
 ) -> QueryRewardCardData:
     """What the model card says about this run."""
     hyperparameters = {**summary.fixed_params, **summary.best_params}
@@ -244,7 +242,7 @@ def card_data(
         hyperparameters["epochs_trained"] = final.best_epoch
     return QueryRewardCardData(
         model_name=f"{config.model_slug}-query-reward",
-        base_model=base_model_id(config),
+        base_model=base_model_id(config.model, config.model_path()),
         repo_id=config.push_to_hub or str(folder),
         test_metrics=final.test_metrics,
         hyperparameters=hyperparameters,
@@ -255,15 +253,7 @@ def card_data(
         decision_threshold=final.decision_threshold,
         threshold_metric=config.threshold_metric,
         method=final_summary.method,
-        probe=probe,
     )
-
-
-def base_model_id(config: RunConfig) -> str | None:
-    """The Hub id of the encoder, for the card's `base_model` (None for a local folder)."""
-    if packaged_hub_id(config.model):
-        return packaged_hub_id(config.model)
-    return None if config.model_path() != config.model or Path(config.model).exists() else config.model
 
 
 __all__ = ["RunResult", "run_pipeline"]

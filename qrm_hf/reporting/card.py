@@ -10,6 +10,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data import DEFAULT_DATASET
 from ..metrics.thresholds import PAPER_THRESHOLD
+from ..modeling.packaged_encoders import packaged_hub_id
 
 # The template ships inside the package (a link to the top-level model_card.md in a checkout).
 TEMPLATE_NAME = "model_card.md"
@@ -29,6 +30,15 @@ INDEXED_METRICS = {
 def template_text() -> str:
     """The model card template, read from the installed package."""
     return (importlib.resources.files("qrm_hf") / TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def base_model_id(model: str, model_path: str) -> str | None:
+    """The Hub id of the encoder `model` (resolved to `model_path`), for the card's `base_model`: a packaged
+    encoder's original repo, a Hub id as given, None for a local folder."""
+    hub_id = packaged_hub_id(model)
+    if hub_id:
+        return hub_id
+    return None if model_path != model or Path(model).exists() else model
 
 
 def eval_results(test_metrics: dict[str, Any]) -> list[EvalResult]:
@@ -142,4 +152,4 @@ def write_model_card(folder: Path, data: QueryRewardCardData) -> ModelCard:
     return card
 
 
-__all__ = ["QueryRewardCardData", "eval_results", "template_text", "write_model_card"]
+__all__ = ["QueryRewardCardData", "base_model_id", "eval_results", "template_text", "write_model_card"]
