@@ -58,6 +58,11 @@ FINAL_MODEL_METHOD = (
 )
 
 
+class RunFailed(RuntimeError):
+    """A run that trained but has nothing worth saving: no completed trial, no finite validation MSE, a final
+    model whose dev MSE is not finite. The study is kept; the message says what to change."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a run produced: the study's summary, the final model's test metrics and folder (None when only
@@ -102,10 +107,10 @@ def run_pipeline(config: RunConfig) -> RunResult:
     summary = None
     if state.is_main_process:
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            raise RuntimeError(f"study {study.study_name!r} has no completed trial: nothing to retrain")
+            raise RunFailed(f"study {study.study_name!r} has no completed trial: nothing to retrain")
         summary = write_history(study, space, config.layout.history)
         if summary.best_value is None or not math.isfinite(summary.best_value):
-            raise RuntimeError(
+            raise RunFailed(
                 f"study {study.study_name!r}: no trial reached a finite validation MSE (best {summary.best_value}): "
                 "nothing worth training or shipping; check the learning rates and epochs"
             )
@@ -125,7 +130,10 @@ def run_pipeline(config: RunConfig) -> RunResult:
         candidates = soup_candidates(summary.completed, space.fixed, config.final_candidates)
         final = train_final(config, space.fixed, candidates, tokenized, tokenizer, encoder)
         if not math.isfinite(final.dev_metrics["mse"]):
-            raise RuntimeError(f"the final model's dev MSE is {final.dev_metrics['mse']}: it is not saved")
+            raise RunFailed(
+                f"the final model's dev MSE is {final.dev_metrics['mse']} (its training diverged): it is not saved; "
+                "lower the learning rates or fix them in search_space, then run again"
+            )
         if state.is_main_process:
             save_run(config, study, summary, final, tokenizer, splits["test"], len(tokenized["train"]))
         state.wait_for_everyone()
@@ -256,4 +264,4 @@ def card_data(
     )
 
 
-__all__ = ["RunResult", "run_pipeline"]
+__all__ = ["RunFailed", "RunResult", "run_pipeline"]

@@ -194,3 +194,15 @@ def test_the_teacher_cache_scores_each_text_once_and_ignores_another_teachers_fi
     assert TeacherCache(path, "teacher-b").scored(["ab"], score) == [0.02] and asked[-1] == ["ab"]
     path.write_text("{not json")
     assert TeacherCache(path, "teacher-a").scores == {}
+
+
+def test_a_student_that_diverges_exits_1_and_saves_nothing(teacher_dir, tiny_encoder_dir, data_dir, tmp_path, capsys):
+    from qrm_hf.commands import main
+
+    argv = ["distill", "--teacher", str(teacher_dir), "--student", str(tiny_encoder_dir), "--data", str(data_dir)]
+    argv += ["--output-dir", str(tmp_path / "out"), "--max-train-samples", "32", "--max-eval-samples", "16"]
+    argv += ["--max-test-samples", "16", "--num-epochs", "1", "--learning-rate", "1e300", "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: the student: " in err and "diverged" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "student").exists()

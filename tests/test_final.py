@@ -11,7 +11,7 @@ from qrm_hf.modeling.model_files import save_reward_model
 from qrm_hf.run.config import RunConfig
 from qrm_hf.scoring.scorer import QueryScorer
 from qrm_hf.search.space import SearchSpace
-from qrm_hf.training.final import Candidate, fit_candidate, soup_candidates, train_final
+from qrm_hf.training.final import Candidate, TrainingDiverged, fit_candidate, soup_candidates, train_final
 
 VALUES = {
     "num_hidden_layers": 0,
@@ -246,3 +246,23 @@ def test_undefined_test_metrics_are_json_null_with_their_reason(tmp_path):
     written = json.loads(path.read_text(), parse_constant=refuse)
     assert written["mse"] == 0.07 and written["pearson"] is None and written["f1"] is None and written["n"] == 2
     assert set(written["undefined"]) == {"pearson", "f1"} and "constant labels" in written["undefined"]["pearson"]
+
+
+def test_a_candidate_that_diverges_is_left_out_and_all_diverging_is_one_clear_error(
+    prepared, tmp_path, tiny_encoder_dir, caplog
+):
+    """A learning rate of 1e300 turns the model's scores into NaN. Among several candidates that one is left out
+    (a warning names it) and the others make the model; when every candidate diverges, TrainingDiverged says so and
+    no model comes back."""
+    tokenizer, tokenized, encoder = prepared
+    config = RunConfig(model=str(tiny_encoder_dir), output_dir=str(tmp_path), training={"disable_tqdm": True})
+    space = SearchSpace(parameters=(), fixed=dict(VALUES, num_epochs=1))
+    candidates = [Candidate({"learning_rate": 1e300}, trial=1), Candidate({"learning_rate": 1e-3}, trial=2)]
+    with caplog.at_level("WARNING", logger="qrm_hf.training.final"):
+        result = train_final(config, space.fixed, candidates, tokenized, tokenizer, encoder)
+    assert any("candidate trial 1 left out" in record.getMessage() for record in caplog.records)
+    assert [record.label for record in result.candidates] == ["trial 2"] and result.combined == ("trial 2",)
+    assert result.test_metrics["n"] == 64 and result.dev_metrics["mse"] < 1
+
+    with pytest.raises(TrainingDiverged, match="every candidate of the final stage diverged"):
+        train_final(config, space.fixed, candidates[:1], tokenized, tokenizer, encoder)

@@ -40,3 +40,13 @@ def test_compute_metrics_reads_trainer_predictions():
 def test_constant_predictions_have_no_correlation():
     result = load_metric().compute(predictions=[0.5, 0.5, 0.5], references=[0.0, 0.4, 1.0], threshold=PAPER_THRESHOLD)
     assert np.isnan(result["pearson"]) and np.isnan(result["spearman"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_diverged_model_scores_the_worst_mse_instead_of_ending_the_run(bad):
+    """A diverged run's dev scores (NaN, infinities) give an MSE of +inf: it loses every comparison (best epoch,
+    early stopping, pruning, the study's best trial) and the evaluation raises nothing."""
+    predictions = np.array([[0.2], [bad], [0.7]], dtype=np.float32)
+    metrics = compute_metrics(EvalPrediction(predictions=(predictions,), label_ids=np.array([0.2, 0.4, 0.8])))
+    assert metrics == {"mse": np.inf, "nonfinite_scores": 1}
+    assert np.less(0.3, metrics["mse"])  # how transformers compares it with a finite best metric

@@ -268,3 +268,32 @@ def test_a_failed_save_leaves_no_folder_that_loads_and_says_how_much_space(tmp_p
     with pytest.raises(OSError, match=r"No space left on device.*needs about \d+ MiB, \d+ MiB are free"):
         model_files.save_model_folder(model, tokenizer, tmp_path / "final_model", lambda at: write_model_card(at, card))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trials_that_diverge_are_scored_worst_and_the_search_goes_on(tmp_path, data_dir, tiny_encoder_dir, capsys):
+    """A learning rate of 1e300 makes the model's scores NaN: that trial completes with an infinite validation MSE,
+    the next trial still runs, the best trial is a finite one and the report counts the diverged trials. When every
+    trial diverges, the run stops with one line and exit 1, nothing saved and no traceback."""
+    space = {"learning_rate": {"type": "categorical", "choices": [1.0e-3, 1.0e300]}, "num_epochs": 1}
+    warm_start = [{"learning_rate": 1.0e300}, {"learning_rate": 1.0e-3}]
+    config = write_yaml(tmp_path / "run.yaml", model=str(tiny_encoder_dir), data=str(data_dir), search_space=space,
+                        warm_start=warm_start)  # fmt: skip
+    argv = ["--config", str(config), "--n-trials", "2", "--max-train-samples", "32", "--max-eval-samples", "24"]
+    argv += ["--max-test-samples", "24", "--output-dir", str(tmp_path / "results")]
+    assert load_script("search").main(argv) == 0
+    run_dir = tmp_path / "results" / tiny_encoder_dir.name
+    history = json.loads((run_dir / "optimization_history.json").read_text())
+    assert [trial["value"] for trial in history["optimization_history"]][0] is None  # inf, written as strict JSON
+    assert history["best_params"] == {"learning_rate": 1.0e-3}
+    assert "1 completed trial(s) diverged" in (run_dir / "report.md").read_text()
+
+    diverging = write_yaml(tmp_path / "diverging.yaml", model=str(tiny_encoder_dir), data=str(data_dir),
+                           search_space={"dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+                                         "learning_rate": 1.0e300, "num_epochs": 1})  # fmt: skip
+    argv[1] = str(diverging)
+    argv[-1] = str(tmp_path / "diverged")
+    capsys.readouterr()
+    assert load_script("search").main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: study" in err and "no trial reached a finite validation MSE" in err and "Traceback" not in err
+    assert not (tmp_path / "diverged" / tiny_encoder_dir.name / "final_model").exists()

@@ -29,7 +29,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 with the student's folder and test metrics printed, 2 for bad input (before any training)."""
+    """Exit 0 with the student's folder and test metrics printed, 2 for bad input (before any training), 1 when
+    the student's training diverges (nothing saved)."""
     from ..run.config import ConfigError
 
     parser = make_parser()
@@ -41,11 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..data import DataFormatError
     from ..distill import distill
     from ..modeling.model_files import EncoderError
+    from ..training.final import TrainingDiverged
 
     try:
         result = distill(config)
     except (ConfigError, DataFormatError, EncoderError, OSError) as error:
         return error_exit(error)
+    except TrainingDiverged as error:
+        print(f"error: the student: {error}", file=sys.stderr)
+        return 1
     figures = {key: result.summary[key] for key in ("teacher_test", "student_test", "label_baseline_test")}
     print(json.dumps({"student_dir": str(result.student_dir), **figures}, indent=2))
     return 0

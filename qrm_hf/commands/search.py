@@ -24,7 +24,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 with the test metrics and model folder printed (rank 0), 2 for bad input, 130 on Ctrl-C."""
+    """Exit 0 with the test metrics and model folder printed (rank 0), 2 for bad input, 1 for a run with nothing
+    worth saving (every trial diverged, say), 130 on Ctrl-C."""
     from ..run.config import ConfigError, parse_run_config
 
     parser = make_parser()
@@ -35,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from ..data import DataFormatError
     from ..modeling.model_files import EncoderError
-    from ..pipeline import run_pipeline
+    from ..pipeline import RunFailed, run_pipeline
     from ..search.space import SearchSpaceError
     from ..search.storage import StorageError
     from ..search.study import SamplerOptionsError, StudyMismatchError
+    from ..training.final import TrainingDiverged
 
     try:
         result = run_pipeline(config)
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         StudyMismatchError,
     ) as error:
         return error_exit(error)
+    except (RunFailed, TrainingDiverged) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: the study is saved; run the same command to resume it", file=sys.stderr)
         return 130

@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .thresholds import (
     CANDIDATE_THRESHOLDS,
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction
 
 METRIC_MODULE = Path(__file__).with_name("wellformedness.py")
+logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -52,8 +57,19 @@ def score_metrics(predictions: Any, references: Any, decision_threshold: float |
 
 
 def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
-    """`Trainer.compute_metrics`: the model's `logits` (its scores) against the labels."""
-    return score_metrics(eval_prediction.predictions, eval_prediction.label_ids)
+    """`Trainer.compute_metrics`: the model's `logits` (its scores) against the labels.
+
+    A model that scores NaN or infinity (its training diverged: a learning rate far too high, say) gets an MSE of
+    +inf, the worst there is, so that epoch loses every comparison (best epoch, early stopping, pruning, the
+    study's best trial) and the search goes on, instead of the evaluation ending the run."""
+    predictions = eval_prediction.predictions
+    scores = np.asarray(predictions[0] if isinstance(predictions, tuple) else predictions, dtype=np.float64)
+    nonfinite = int(np.sum(~np.isfinite(scores)))
+    if nonfinite:
+        logger.warning("%d of %d dev scores are NaN or infinite (training diverged): MSE counted as inf",
+                       nonfinite, scores.size)  # fmt: skip
+        return {"mse": math.inf, "nonfinite_scores": nonfinite}
+    return score_metrics(predictions, eval_prediction.label_ids)
 
 
 __all__ = [

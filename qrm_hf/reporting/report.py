@@ -255,6 +255,11 @@ def render_report(
     if summary.origins:
         drawn = ", ".join(f"{count} {origin}" for origin, count in summary.origins.items())
         lines.append(f"- How the finished trials' points were chosen: {drawn}.")
+    if summary.diverged:
+        lines.append(
+            f"- {summary.diverged} completed trial(s) diverged: their dev scores were NaN or infinite, so their "
+            f"{TARGET_NAME} counts as inf (worst); lower the upper end of the learning rates if this is many."
+        )
     best = summary.best_trial
     if best is None:
         lines += ["- Best value: none yet (no completed trial)", ""]

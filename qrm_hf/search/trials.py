@@ -7,6 +7,7 @@ transformers.
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,11 @@ class StudySummary:
         if self.first_start is None or self.last_complete is None:
             return None
         return (self.last_complete - self.first_start).total_seconds()
+
+    @property
+    def diverged(self) -> int:
+        """Completed trials whose validation MSE is infinite: every evaluation scored NaN or infinity."""
+        return sum(1 for trial in self.completed if trial.value is not None and math.isinf(trial.value))
 
     @property
     def best_params(self) -> dict[str, Any]:

@@ -82,9 +82,21 @@ class FinalResult:
         return abs(self.train_offset) > OFFSET_TOLERANCE
 
 
+class TrainingDiverged(RuntimeError):
+    """A model of the final stage scores NaN or infinity: its training diverged, and nothing of it is saved."""
+
+
 def predictions_of(trainer: QRMTrainer, dataset: Any) -> Predictions:
-    """Score a tokenized split with the trainer's model (eval mode, no gradient)."""
+    """Score a tokenized split with the trainer's model (eval mode, no gradient); TrainingDiverged when a score
+    is NaN or infinite."""
     output = trainer.predict(dataset, metric_key_prefix="predict")
+    scores = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    nonfinite = int(np.sum(~np.isfinite(np.asarray(scores, dtype=np.float64))))
+    if nonfinite:
+        raise TrainingDiverged(
+            f"the model scores {nonfinite} of {len(dataset)} rows NaN or infinite: its training diverged; lower "
+            "the learning rates (search_space, training:) and run again"
+        )
     return Predictions(as_scores(output.predictions), as_scores(output.label_ids, "labels"))
 
 
@@ -233,7 +245,11 @@ def train_final(
         if len(candidates) > 1:
             logger.info("final stage: candidate %d of %d (%s)", index + 1, len(candidates), candidate.label)
         fitted = fit_candidate(config, fixed, candidate.params, tokenized, tokenizer, encoder)
-        dev = predictions_of(fitted, tokenized["dev"])
+        try:
+            dev = predictions_of(fitted, tokenized["dev"])
+        except TrainingDiverged as error:
+            logger.warning("final stage: candidate %s left out: %s", candidate.label, error)
+            continue
         records[candidate.label] = CandidateRecord(
             label=candidate.label,
             trial=candidate.trial,
@@ -249,8 +265,13 @@ def train_final(
             dev_predictions[candidate.label] = dev.predicted
         if trainer is None:
             trainer = fitted
+    if trainer is None:
+        raise TrainingDiverged(
+            f"every candidate of the final stage diverged ({len(candidates)}): nothing is saved; lower the learning "
+            "rates (search_space, training:) and run again"
+        )
     member_config = copy.deepcopy(trainer.model.config)
-    chosen = (candidates[0].label,)
+    chosen = (next(iter(records)),)
     if len(ingredients) > 1 and config.combine == "ensemble":
         chosen, dev_mse = greedy_ensemble(ingredients, dev_predictions, dev.true)
         by_label = {ingredient.label: ingredient.weights for ingredient in ingredients}
@@ -340,6 +361,7 @@ def refit_combination(
 
 
 __all__ = [
+    "TrainingDiverged",
     "OFFSET_TOLERANCE",
     "Candidate",
     "CandidateRecord",
