@@ -340,7 +340,11 @@ def edited_copy(saved_model_dir, tmp_path, **config_values):
         ({"decision_threshold": 1.5}, r"config.json: decision_threshold = 1.5 is not in \[0, 1\]"),
         ({"decision_threshold": "high"}, r"config.json: decision_threshold = 'high' is not a finite number"),
         ({"max_length": 100000}, r"config.json: max_length = 100000 exceeds the encoder's 512 positions"),
-        ({"max_length": 0}, r"config.json: max_length = 0 is not a whole number >= 1"),
+        ({"max_length": 0}, r"config.json: max_length = 0 is not a whole number >= 2"),
+        ({"max_length": 1}, r"config.json: max_length = 1 is not a whole number >= 2"),  # start and end tokens
+        ({"use_layer_norm": "yes"}, r"config.json: use_layer_norm = 'yes' is not true or false"),
+        ({"pooling": "max"}, r"edited: config.json holds a value the model cannot take \(pooling must be one of"),
+        ({"dropout": 2}, r"edited: config.json holds a value the model cannot take \(dropout must be in"),
         ({"ensemble_size": 2}, r"edited: (config.json does not fit the weights|the model scores the query)"),
         ({"num_hidden_layers": 3}, r"edited: config.json does not fit the weights"),
         ({"num_hidden_layers": -1}, r"config.json: num_hidden_layers = -1 is not a whole number >= 0"),

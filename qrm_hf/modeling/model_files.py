@@ -189,8 +189,9 @@ def check_reward_model(name_or_path: str | os.PathLike, revision: str | None = N
 
 def check_reward_config(config: dict[str, Any], config_file: Path) -> None:
     """ValueError naming the file and key when a reward model's config.json holds a value out of its domain:
-    `decision_threshold` a number in [0, 1], `max_length` a whole number within the encoder's positions,
-    `ensemble_size` a whole number >= 1, the head's sizes whole numbers. Read before any weight is loaded."""
+    `decision_threshold` a number in [0, 1], `max_length` a whole number from 2 to the encoder's positions,
+    `ensemble_size` a whole number >= 1, the head's sizes whole numbers, `use_layer_norm` true or false. Read
+    before any weight is loaded."""
     import math
 
     def number(key: str) -> Any:
@@ -204,11 +205,13 @@ def check_reward_config(config: dict[str, Any], config_file: Path) -> None:
     threshold = number("decision_threshold")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"{config_file}: decision_threshold = {threshold!r} is not in [0, 1]")
-    for key in ("max_length", "ensemble_size", "num_hidden_layers"):
-        value = number(key)
-        least = 0 if key == "num_hidden_layers" else 1
+    for key, least in (("max_length", 2), ("ensemble_size", 1), ("num_hidden_layers", 0)):
+        value = number(key)  # max_length: the tokenizer's start and end tokens alone take 2
         if value is not None and (value != int(value) or value < least):
             raise ValueError(f"{config_file}: {key} = {value!r} is not a whole number >= {least}")
+    for key in ("use_layer_norm",):
+        if key in config and not isinstance(config[key], bool):
+            raise ValueError(f"{config_file}: {key} = {config[key]!r} is not true or false")
     encoder = config.get("encoder")
     if "encoder" in config and not (isinstance(encoder, dict) and isinstance(encoder.get("model_type"), str)):
         raise ValueError(

@@ -250,6 +250,10 @@ class QueryScorer:
         check_reward_model(name_or_path, revision)
         try:
             config = QueryRewardConfig.from_pretrained(str(name_or_path), revision=revision)
+        except (ValueError, TypeError) as error:  # QueryRewardConfig's own checks: a value out of its domain
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"{name_or_path}: config.json holds a value the model cannot take ({first})") from None
+        try:
             model_class = QueryRewardEnsemble if config.ensemble_size > 1 else QueryRewardModel
             model = model_class.from_pretrained(str(name_or_path), revision=revision, config=config, dtype=torch_dtype)
         except SafetensorError as error:  # a Hub download cut short; local folders are checked above
