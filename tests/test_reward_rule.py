@@ -126,6 +126,8 @@ def test_a_rule_travels_as_json_and_unknown_keys_are_named():
         ("owls\u2060 owls\u200d owls", "owls owls owls"),
         ("\u3164", " "),
         ("how \ufeffdo owls\x00 hunt ?\u2800", "how do owls hunt ? "),
+        ("Wh\u034fat i\ufe0fs i\U000e0100t?", "What is it?"),  # combining grapheme joiner, variation selectors
+        ("wh\u17b4ere is\u180b it", "where is it"),  # Khmer inherent vowel, Mongolian variation selector
     ],
 )
 def test_the_guards_read_the_text_as_the_model_reads_it(disguised, plain):

@@ -725,6 +725,7 @@ DISGUISED = [
     "\u115f\u1160 \uffa0\u2800",  # other blank letters
     "\uff37\uff48\uff41\uff54 \uff49\uff53 \uff49\uff54\uff1f",  # fullwidth "What is it?"
     "\ufeff\u200bWhat is it?\u200b",
+    "Wh\u034fat i\ufe0fs i\U000e0100t?",  # default-ignorable marks: grapheme joiner, variation selectors
 ]
 
 

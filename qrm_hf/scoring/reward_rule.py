@@ -70,13 +70,18 @@ _BLANK_LETTERS = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u2800"), " ")
 # Removed: format characters (zero-width space, joiners, soft hyphen, BOM), controls other than line breaks and
 # tabs, private use and unassigned code points.
 _REMOVED_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cn"})
+# Removed as well: the combining marks Unicode calls default-ignorable (Default_Ignorable_Code_Point, not format
+# characters): the combining grapheme joiner, Khmer's inherent vowels, Mongolian and other variation selectors.
+# They show nothing, yet `Wh\u034fat` would split a word for the tokenizer and every guard.
+_IGNORABLE_MARKS = re.compile("[\u034f\u17b4\u17b5\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def fold_text(text: str) -> str:
     """The one text both the model and every guard read: lone surrogates replaced by U+FFFD (as a UTF-8 decoder
     with errors="replace" does), Unicode compatibility folding (NFKC: fullwidth `Ｗｈａｔ` is `What`), format and
-    control characters removed (`Wh\u200bat` is `What`), letters that render blank made spaces.
+    control characters and default-ignorable marks removed (`Wh\u200bat` and `Wh\u034fat` are `What`), letters
+    that render blank made spaces.
 
     Example:
         >>> fold_text("Wh\u200bat is \uff49\uff54?\u3164")
@@ -87,6 +92,7 @@ def fold_text(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).translate(_BLANK_LETTERS)
     if text.isascii() and text.isprintable():
         return text
+    text = _IGNORABLE_MARKS.sub("", text)
     return "".join(char for char in text if char in "\t\n\r" or unicodedata.category(char) not in _REMOVED_CATEGORIES)
 
 
