@@ -28,3 +28,18 @@ def test_a_warm_start_point_outside_the_space_is_refused():
     config = RunConfig(search_space=SPACE, warm_start=[{"learning_rate": 1.0}])
     with pytest.raises(SearchSpaceError, match=r"warm_start\[0\].learning_rate: 1.0 is outside the space"):
         check_run(config, SearchSpace.from_dict(SPACE))
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_the_study(monkeypatch):
+    """`--report-to` is checked against what transformers finds installed: tensorboard (the [tracking] extra) is,
+    a tracker that is missing stops the run naming the flag, instead of failing when the first trial starts."""
+    from transformers import integrations
+
+    from qrm_hf.run.config import ConfigError
+
+    space = SearchSpace.from_dict(SPACE)
+    check_run(RunConfig(search_space=SPACE, report_to="tensorboard"), space)
+    monkeypatch.setattr(integrations, "get_available_reporting_integrations", lambda: ["mlflow"])
+    with pytest.raises(ConfigError, match="--report-to tensorboard: tensorboard is not installed in this environment"):
+        check_run(RunConfig(search_space=SPACE, report_to="tensorboard"), space)
+    check_run(RunConfig(search_space=SPACE, report_to="mlflow"), space)

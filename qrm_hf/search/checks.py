@@ -24,6 +24,7 @@ def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
     float strings read as numbers)."""
     for index, point in enumerate(config.warm_start):
         space.check_point(point, f"warm_start[{index}]")
+    check_tracker(config.report_to)
     try:
         training = check_training(config.training)
     except ValueError as error:
@@ -38,6 +39,18 @@ def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
     config = dataclasses.replace(config, training=training)
     check_trial_arguments(config, space)
     return config
+
+
+def check_tracker(report_to: str) -> None:
+    """ConfigError unless the tracker `--report-to` names is installed: the Trainer would otherwise refuse it only
+    when the first trial starts, with the study already open."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    if report_to != "none" and report_to not in get_available_reporting_integrations():
+        raise ConfigError(
+            f"--report-to {report_to}: {report_to} is not installed in this environment; pip install {report_to} "
+            "(the [tracking] extra has tensorboard), or pass --report-to none"
+        )
 
 
 def check_trial_arguments(config: RunConfig, space: SearchSpace) -> None:
@@ -84,4 +97,4 @@ def check_trial_arguments(config: RunConfig, space: SearchSpace) -> None:
                 raise ConfigError(f"{where}: {value!r} is refused by TrainingArguments or the optimizer: {problem}")
 
 
-__all__ = ["check_run", "check_trial_arguments"]
+__all__ = ["check_run", "check_tracker", "check_trial_arguments"]
