@@ -18,13 +18,13 @@ from .study import SAMPLER_CLASSES, make_sampler
 
 
 def check_run(config: RunConfig, space: SearchSpace) -> RunConfig:
-    """Checks that need no data or model (before anything loads or a study is opened): the warm-start points, the
-    `training:` values against TrainingArguments, the sampler options, the arguments and optimizer every trial
-    could get. Returns the config with its `training:` values as TrainingArguments takes them (YAML 1.1
-    float strings read as numbers)."""
+    """Checks that need no data or model (before anything loads or a study is opened): the tracker, the
+    warm-start points, the `training:` values against TrainingArguments, the sampler options, the arguments and
+    optimizer every trial could get. Returns the config with its `training:` values as TrainingArguments takes
+    them (YAML 1.1 float strings read as numbers)."""
+    check_tracker(config.report_to)
     for index, point in enumerate(config.warm_start):
         space.check_point(point, f"warm_start[{index}]")
-    check_tracker(config.report_to)
     try:
         training = check_training(config.training)
     except ValueError as error:
