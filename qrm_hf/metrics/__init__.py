@@ -11,14 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .thresholds import (
     CANDIDATE_THRESHOLDS,
     PAPER_THRESHOLD,
     THRESHOLD_METRICS,
     as_scores,
     choose_threshold,
+    count_nonfinite,
     threshold_curve,
 )
 
@@ -62,14 +61,12 @@ def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
     A model that scores NaN or infinity (its training diverged: a learning rate far too high, say) gets an MSE of
     +inf, the worst there is, so that epoch loses every comparison (best epoch, early stopping, pruning, the
     study's best trial) and the search goes on, instead of the evaluation ending the run."""
-    predictions = eval_prediction.predictions
-    scores = np.asarray(predictions[0] if isinstance(predictions, tuple) else predictions, dtype=np.float64)
-    nonfinite = int(np.sum(~np.isfinite(scores)))
+    nonfinite = count_nonfinite(eval_prediction.predictions)
     if nonfinite:
         logger.warning("%d of %d dev scores are NaN or infinite (training diverged): MSE counted as inf",
-                       nonfinite, scores.size)  # fmt: skip
+                       nonfinite, len(eval_prediction.label_ids))  # fmt: skip
         return {"mse": math.inf, "nonfinite_scores": nonfinite}
-    return score_metrics(predictions, eval_prediction.label_ids)
+    return score_metrics(eval_prediction.predictions, eval_prediction.label_ids)
 
 
 __all__ = [
@@ -79,6 +76,7 @@ __all__ = [
     "PAPER_THRESHOLD",
     "as_scores",
     "choose_threshold",
+    "count_nonfinite",
     "compute_metrics",
     "load_metric",
     "score_metrics",

@@ -17,14 +17,24 @@ THRESHOLD_METRICS = ("accuracy", "f1")
 CANDIDATE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 201), 3)
 
 
+def _flat(values: Any) -> np.ndarray:
+    """Trainer predictions (an array, or a tuple whose first item holds the scores) as a flat float64 array."""
+    if isinstance(values, tuple):
+        values = values[0]
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def count_nonfinite(values: Any) -> int:
+    """How many of the scores in `values` (as `as_scores` reads them) are nan or infinite: a diverged model's."""
+    return int(np.sum(~np.isfinite(_flat(values))))
+
+
 def as_scores(values: Any, what: str = "predictions") -> np.ndarray:
     """Trainer predictions (an array, or a tuple whose first item holds the scores) as a flat float64 array;
     nan or infinite values are refused, naming `what`."""
-    if isinstance(values, tuple):
-        values = values[0]
-    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    array = _flat(values)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} contain {int(np.sum(~np.isfinite(array)))} values that are nan or infinite")
+        raise ValueError(f"{what} contain {count_nonfinite(array)} values that are nan or infinite")
     return array
 
 
@@ -82,6 +92,7 @@ __all__ = [
     "THRESHOLD_METRICS",
     "PAPER_THRESHOLD",
     "as_scores",
+    "count_nonfinite",
     "choose_threshold",
     "threshold_curve",
 ]

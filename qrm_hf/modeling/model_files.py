@@ -209,9 +209,8 @@ def check_reward_config(config: dict[str, Any], config_file: Path) -> None:
         value = number(key)  # max_length: the tokenizer's start and end tokens alone take 2
         if value is not None and (value != int(value) or value < least):
             raise ValueError(f"{config_file}: {key} = {value!r} is not a whole number >= {least}")
-    for key in ("use_layer_norm",):
-        if key in config and not isinstance(config[key], bool):
-            raise ValueError(f"{config_file}: {key} = {config[key]!r} is not true or false")
+    if "use_layer_norm" in config and not isinstance(config["use_layer_norm"], bool):
+        raise ValueError(f"{config_file}: use_layer_norm = {config['use_layer_norm']!r} is not true or false")
     encoder = config.get("encoder")
     if "encoder" in config and not (isinstance(encoder, dict) and isinstance(encoder.get("model_type"), str)):
         raise ValueError(
@@ -295,16 +294,22 @@ def push_folder(
     return str(info)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (transformers' and torch's run over several), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_tokenizer(model: str, name_or_path: str | os.PathLike | None = None) -> PreTrainedTokenizerBase:
     """The encoder's tokenizer, or EncoderError saying the folder lacks usable tokenizer files."""
     name_or_path = model if name_or_path is None else name_or_path
     try:
         return AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise EncoderError(
-            f"--model {model}: no tokenizer could be loaded ({first_line}): an encoder folder needs the tokenizer "
-            "files it was trained with (tokenizer.json or vocab.txt, tokenizer_config.json, special_tokens_map.json)"
+            f"--model {model}: no tokenizer could be loaded ({first_line(error)}): an encoder folder needs the "
+            "tokenizer files it was trained with (tokenizer.json or vocab.txt, tokenizer_config.json, "
+            "special_tokens_map.json)"
         ) from None
 
 
@@ -353,6 +358,7 @@ __all__ = [
     "check_encoder",
     "check_tokenizer",
     "check_weights",
+    "first_line",
     "load_tokenizer",
     "read_model_config",
     "resolve_config_file",

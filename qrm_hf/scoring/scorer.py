@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..metrics.thresholds import PAPER_THRESHOLD
 from ..modeling.configuration_qrm import QueryRewardConfig
-from ..modeling.model_files import check_reward_model
+from ..modeling.model_files import check_reward_model, first_line
 from ..modeling.modeling_qrm import QueryRewardEnsemble, QueryRewardModel, reward_models
 from .reward_rule import fold_text
 
@@ -251,8 +251,9 @@ class QueryScorer:
         try:
             config = QueryRewardConfig.from_pretrained(str(name_or_path), revision=revision)
         except (ValueError, TypeError) as error:  # QueryRewardConfig's own checks: a value out of its domain
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"{name_or_path}: config.json holds a value the model cannot take ({first})") from None
+            raise ValueError(
+                f"{name_or_path}: config.json holds a value the model cannot take ({first_line(error)})"
+            ) from None
         try:
             model_class = QueryRewardEnsemble if config.ensemble_size > 1 else QueryRewardModel
             model = model_class.from_pretrained(str(name_or_path), revision=revision, config=config, dtype=torch_dtype)
@@ -261,9 +262,8 @@ class QueryScorer:
                 f"{name_or_path}: the weights are incomplete or corrupt ({error}); download the model again"
             ) from None
         except (RuntimeError, ValueError, TypeError, KeyError) as error:  # config.json that does not fit the weights
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(
-                f"{name_or_path}: config.json does not fit the weights ({type(error).__name__}: {first}); "
+                f"{name_or_path}: config.json does not fit the weights ({type(error).__name__}: {first_line(error)}); "
                 "save or download the model again"
             ) from None
         # With the config given, AutoTokenizer does not load it again through AutoConfig, which would ask on the

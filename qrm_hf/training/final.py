@@ -25,7 +25,7 @@ import numpy as np
 from datasets import DatasetDict, concatenate_datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from ..metrics import as_scores, choose_threshold, score_metrics
+from ..metrics import as_scores, choose_threshold, count_nonfinite, score_metrics
 from ..modeling.modeling_qrm import QueryRewardEnsemble, QueryRewardModel
 from ..run.config import RunConfig
 from ..run.folder import offset_advice
@@ -90,8 +90,7 @@ def predictions_of(trainer: QRMTrainer, dataset: Any) -> Predictions:
     """Score a tokenized split with the trainer's model (eval mode, no gradient); TrainingDiverged when a score
     is NaN or infinite."""
     output = trainer.predict(dataset, metric_key_prefix="predict")
-    scores = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    nonfinite = int(np.sum(~np.isfinite(np.asarray(scores, dtype=np.float64))))
+    nonfinite = count_nonfinite(output.predictions)
     if nonfinite:
         raise TrainingDiverged(
             f"the model scores {nonfinite} of {len(dataset)} rows NaN or infinite: its training diverged; lower "
@@ -361,7 +360,6 @@ def refit_combination(
 
 
 __all__ = [
-    "TrainingDiverged",
     "OFFSET_TOLERANCE",
     "Candidate",
     "CandidateRecord",
@@ -372,4 +370,5 @@ __all__ = [
     "refit_combination",
     "soup_candidates",
     "train_final",
+    "TrainingDiverged",
 ]
