@@ -141,6 +141,28 @@ def soup_candidates(completed: Sequence[Any], fixed: Mapping[str, Any], size: in
     return [Candidate(dict(trial.params), trial.number, trial.value) for trial in same]
 
 
+def _train_in_final_folder(
+    config: RunConfig,
+    fixed: Mapping[str, Any],
+    params: dict[str, Any],
+    datasets: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: PreTrainedModel,
+    callbacks: Sequence[TrainerCallback] = (),
+    **overrides: Any,
+) -> QRMTrainer:
+    """Build and train `params` in the final stage's checkpoint folder, removed afterwards; the schedule is laid out
+    over `config.final_max_epochs` when set. Returns the trainer holding the model."""
+    checkpoints = config.layout.final_checkpoints
+    laid_out = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
+    args, model = RunBuilder(config, fixed, encoder).build(params, checkpoints, **overrides, **laid_out)
+    trainer = make_trainer(args, tokenizer, datasets, model=model, callbacks=callbacks)
+    trainer.train()
+    if trainer.is_world_process_zero():
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return trainer
+
+
 def fit_candidate(
     config: RunConfig,
     fixed: Mapping[str, Any],
@@ -153,23 +175,19 @@ def fit_candidate(
 
     With `config.final_max_epochs` the run may train that many epochs, its schedule (warmup, decay) laid out
     over all of them; early stopping on dev ends it sooner when dev stops improving."""
-    checkpoints = config.layout.final_checkpoints
-    epochs = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
-    args, model = RunBuilder(config, fixed, encoder).build(
+    return _train_in_final_folder(
+        config,
+        fixed,
         params,
-        checkpoints,
+        tokenized,
+        tokenizer,
+        encoder,
         # Checkpoints only to reload the best epoch: the model alone, the latest and the best kept.
         save_strategy="epoch",
         save_only_model=True,
         save_total_limit=1,
         load_best_model_at_end=True,
-        **epochs,
     )
-    trainer = make_trainer(args, tokenizer, tokenized, model=model)
-    trainer.train()
-    if trainer.is_world_process_zero():
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    return trainer
 
 
 class StopAfterEpochs(TrainerCallback):
@@ -198,23 +216,19 @@ def refit_candidate(
     that `fit_candidate` selected on dev, stopped after its best epoch (`epochs`). No evaluation, no early
     stopping: dev is training data here, so the number of epochs comes from the run that could see it. Returns
     the trainer holding the refit model."""
-    laid_out = {} if config.final_max_epochs is None else {"num_train_epochs": config.final_max_epochs}
-    args, model = RunBuilder(config, fixed, encoder).build(
+    return _train_in_final_folder(
+        config,
+        fixed,
         params,
-        config.layout.final_checkpoints,
+        DatasetDict(train=rows, dev=rows),
+        tokenizer,
+        encoder,
+        callbacks=[StopAfterEpochs(epochs)],
         eval_strategy="no",
         save_strategy="no",
         load_best_model_at_end=False,
         early_stopping_patience=None,
-        **laid_out,
     )
-    trainer = make_trainer(
-        args, tokenizer, DatasetDict(train=rows, dev=rows), model=model, callbacks=[StopAfterEpochs(epochs)]
-    )
-    trainer.train()
-    if trainer.is_world_process_zero():
-        shutil.rmtree(config.layout.final_checkpoints, ignore_errors=True)
-    return trainer
 
 
 def _mse(predictions: Predictions) -> float:
